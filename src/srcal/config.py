@@ -1,0 +1,496 @@
+"""The typed Recipe: the single source of truth for every hyperparameter.
+
+A recipe is a YAML file (``recipes/<name>.yaml``, shipped inside the package) whose sections map one to
+one onto the dataclasses below. ``load_recipe(name_or_path, overrides=["align.beta=0.2", ...])`` reads
+it, applies dotted overrides, and validates: every problem (unknown key, wrong type, value outside the
+allowed set or range) is collected and reported at once, each naming the dotted key, as torchtune's
+``config/_validate.py`` does.
+
+Why dataclasses and not pydantic: the core package must import in milliseconds for ``srcal --help``
+and for the KFP compile path, and the validation we need (types, Literal choices, ranges) is small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used. The message lists every problem, one per line, by dotted key."""
+
+
+def _help(text: str, **kw: Any) -> Any:
+    """A dataclass field whose metadata carries the help text shown by ``srcal recipe show``."""
+    return field(metadata={"help": text, **kw.pop("meta", {})}, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShapesWorldConfig:
+    """The synthetic shapes world (DESIGN §3). Only used when ``data.world == "shapes"``."""
+
+    image_size: int = _help("Image side in pixels.", default=48, meta={"min": 16})
+    grid: int = _help("Cells per side of the object grid (3 → 3×3 cells).", default=3, meta={"min": 2, "max": 6})
+    max_objects: int = _help("Most objects in a perception/math scene.", default=4, meta={"min": 1})
+    colors: list[str] = _help(
+        "Colour vocabulary.", default_factory=lambda: ["red", "green", "blue", "yellow"]
+    )
+    shapes: list[str] = _help("Shape vocabulary.", default_factory=lambda: ["circle", "square", "triangle"])
+    max_bars: int = _help("Most bars in a chart image.", default=4, meta={"min": 2})
+    max_value: int = _help("Largest bar value in a chart.", default=9, meta={"min": 2})
+
+
+@dataclass
+class DataSource:
+    """One real VQA dataset read by an adapter from local/S3 parquet files (notes/datasets.md)."""
+
+    adapter: str = _help(
+        "Adapter name.",
+        default="chartqa",
+        meta={"choices": ["chartqa", "aokvqa", "scienceqa", "ai2d", "mathvista", "mmstar"]},
+    )
+    path: str = _help("Parquet file or directory (local path or s3://).", default="")
+    category: Literal["perception", "chart", "math"] = _help("Category this source feeds.", default="chart")
+    split: str = _help("Which of our splits it may feed: rft/calib (pool) or eval.", default="pool")
+    max_rows: int = _help("Cap on rows read (0 = all).", default=0, meta={"min": 0})
+
+
+@dataclass
+class DataConfig:
+    world: Literal["shapes", "real"] = _help(
+        "'shapes' generates the synthetic world; 'real' reads `sources` through the dataset adapters.",
+        default="shapes",
+    )
+    rft_size: int = _help("RFT samples (paper: ~20K).", default=600, meta={"min": 1})
+    calib_size: int = _help("Calibration samples per run (paper: 12K), disjoint from RFT.", default=240, meta={"min": 1})
+    eval_size: int = _help("Held-out evaluation samples.", default=300, meta={"min": 1})
+    base_train_size: int = _help(
+        "Short-answer samples used to train the tiny base LVLM (shapes world only).", default=3000, meta={"min": 0}
+    )
+    category_ratio: list[float] = _help(
+        "Mix over (perception, chart, math); the paper uses 2:1:1.", default_factory=lambda: [2.0, 1.0, 1.0]
+    )
+    max_rejected_share: float = _help(
+        "Stop with an error when more than this share of input rows is malformed.",
+        default=0.05,
+        meta={"min": 0.0, "max": 1.0},
+    )
+    shapes: ShapesWorldConfig = field(default_factory=ShapesWorldConfig)
+    sources: list[DataSource] = _help("Real dataset sources (world == 'real').", default_factory=list)
+
+
+@dataclass
+class TinyModelConfig:
+    """Sizes of the tiny offline models (``srcal.models.tiny``)."""
+
+    vision_hidden: int = _help("CLIP tower width.", default=64)
+    vision_layers: int = _help("CLIP tower depth.", default=2)
+    patch_size: int = _help("CLIP patch size; image_size/patch_size squared = image tokens.", default=8)
+    text_hidden: int = _help("LM width; head_dim = text_hidden/heads must be ≥ 64 for vLLM.", default=128)
+    text_layers: int = _help("LM depth.", default=2)
+    text_heads: int = _help("LM attention heads.", default=2)
+    vocab_size: int = _help("Byte-level BPE vocabulary size.", default=600)
+
+
+@dataclass
+class ModelConfig:
+    family: Literal["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"] = _help(
+        "Architecture family; selects processor handling and LoRA target regex.", default="llava"
+    )
+    base: str = _help(
+        "HF model id, local dir or s3:// URI of the base LVLM; 'tiny' builds and trains the offline model.",
+        default="tiny",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = _help("Weights dtype for training/inference.", default="float32")
+    attn_implementation: str = _help("'sdpa' or 'eager' or 'flash_attention_2'.", default="sdpa")
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class BaseTrainConfig:
+    """Full fine-tune of the tiny LVLM on short answers: our stand-in for an instruction-tuned base."""
+
+    steps: int = _help("Optimizer steps.", default=600, meta={"min": 0})
+    batch_size: int = _help("Examples per device step.", default=32, meta={"min": 1})
+    lr: float = _help("AdamW learning rate (notes §9: 5e-4 learns, 2e-3 stalls).", default=5e-4, meta={"min": 0.0})
+
+
+@dataclass
+class TeacherConfig:
+    kind: Literal["oracle", "openai", "dataset"] = _help(
+        "'oracle' = shapes-world teacher; 'openai' = an OpenAI-compatible VLM endpoint; "
+        "'dataset' = use rationales shipped with the dataset where present.",
+        default="oracle",
+    )
+    url: str = _help("Base URL of the endpoint (…/v1).", default="")
+    model: str = _help("Served model name.", default="")
+    prompt: str = _help(
+        "Prompt sent with the image and question; must ask for sentences then 'Answer: <answer>'.",
+        default=(
+            "Look at the image and answer the question. First explain your reasoning in a few short "
+            "factual sentences about what is visible, then give the final line as 'Answer: <answer>'.\n"
+            "Question: {question}"
+        ),
+    )
+    concurrency: int = _help("Requests in flight.", default=8, meta={"min": 1})
+    timeout_s: float = _help("Per-request timeout.", default=60.0, meta={"min": 0.1})
+    retries: int = _help("Retries per request (with exponential backoff).", default=3, meta={"min": 0})
+    min_kept_share: float = _help(
+        "Fail the stage if fewer RAPs than this share pass the answer-match filter.",
+        default=0.5,
+        meta={"min": 0.0, "max": 1.0},
+    )
+
+
+@dataclass
+class LoraConfig:
+    r: int = _help("LoRA rank.", default=8, meta={"min": 1})
+    alpha: int = _help("LoRA alpha (paper: 2×r).", default=16, meta={"min": 1})
+    dropout: float = _help("LoRA dropout.", default=0.0, meta={"min": 0.0, "max": 1.0})
+    target_modules: str = _help(
+        "Regex of modules to adapt. Must stay inside the language model so vLLM can serve it (notes §0.10).",
+        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+    )
+
+
+@dataclass
+class RFTConfig:
+    """Stage 1: rationale fine-tuning (LoRA SFT on rationale-answer pairs, plain-question prompts)."""
+
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=32, alpha=64))
+    lr: float = _help("Learning rate (paper: 1e-5).", default=1e-5, meta={"min": 0.0})
+    epochs: float = _help("Passes over the training data.", default=1.0, meta={"min": 0.0})
+    batch_size: int = _help("Examples per device step.", default=8, meta={"min": 1})
+    grad_accum: int = _help("Gradient accumulation steps.", default=1, meta={"min": 1})
+    max_length: int = _help("Max tokens per example (0 = no truncation).", default=0, meta={"min": 0})
+    save_steps: int = _help("Checkpoint every N steps for resume (0 = end only).", default=50, meta={"min": 0})
+    world_size: int = _help("Processes for accelerate/DeepSpeed (1 = plain).", default=1, meta={"min": 1})
+    deepspeed: str = _help("DeepSpeed config file in the repo ('' = off).", default="")
+
+
+@dataclass
+class SearchConfig:
+    """Stage 2: sentence-level beam search (CSR-style defaults)."""
+
+    engine: Literal["hf", "vllm"] = _help("Generation engine.", default="hf")
+    beams: int = _help("Beams kept per sample (B).", default=5, meta={"min": 1})
+    expansions: int = _help("Sampled next sentences per beam per step (K).", default=2, meta={"min": 1})
+    max_sentence_tokens: int = _help("Max new tokens per sentence (CSR: 70).", default=70, meta={"min": 1})
+    max_sentences: int = _help("Max sentences per candidate.", default=8, meta={"min": 1})
+    sentence_delimiters: list[str] = _help(
+        "Stop strings ending a sentence.", default_factory=lambda: [".", "?", "!", "\n"]
+    )
+    temperature: float = _help("Sampling temperature for sentence expansions.", default=1.0, meta={"min": 0.0})
+    top_p: float = _help("Nucleus sampling mass.", default=1.0, meta={"min": 0.0, "max": 1.0})
+    length_normalize: bool = _help("Score beams by mean instead of summed token log-prob.", default=True)
+    keep_rule: Literal["top", "top_bottom"] = _help(
+        "'top' keeps the B best; 'top_bottom' keeps the best and worst halves (CSR) for diverse pairs.",
+        default="top_bottom",
+    )
+    n_candidates: int = _help("Final candidates per sample.", default=5, meta={"min": 2})
+    batch_size: int = _help("Samples searched in lockstep.", default=16, meta={"min": 1})
+    shards: int = _help("Data shards for the pipeline's ParallelFor.", default=1, meta={"min": 1})
+
+
+@dataclass
+class LabellerConfig:
+    """Who labels R-Scorer training pairs: the shapes-world oracle judge, or an LLM endpoint."""
+
+    kind: Literal["oracle", "openai"] = _help("Labeller.", default="oracle")
+    url: str = _help("OpenAI-compatible endpoint (kind == 'openai').", default="")
+    model: str = _help("Served model name.", default="")
+    noise: float = _help("Oracle: probability a verdict is flipped at random.", default=0.05, meta={"min": 0.0, "max": 1.0})
+    position_bias: float = _help(
+        "Oracle: probability a near-tie is resolved in favour of position A.", default=0.05, meta={"min": 0.0, "max": 1.0}
+    )
+    tie_margin: float = _help(
+        "Oracle: quality difference at or below which the verdict is C (tie).", default=0.0, meta={"min": 0.0}
+    )
+
+
+@dataclass
+class RScorerConfig:
+    """Stage 3: the R-Scorer judge: data, training, serving."""
+
+    base: str = _help("Judge base: 'tiny' or an HF id/path (paper: Qwen2.5-1.5B class).", default="tiny")
+    n_train_pairs: int = _help("Labelled pairs for training (before swap augmentation).", default=4000, meta={"min": 1})
+    n_heldout_pairs: int = _help("Held-out labelled pairs for agreement metrics.", default=300, meta={"min": 1})
+    prompt_template: str = _help(
+        "Judge prompt; shared part (description, question) first for prefix caching.",
+        default="Scene: {description}\nQuestion: {question}\nA: {response_a}\nB: {response_b}\nBetter:",
+    )
+    lr: float = _help(5e-3, default=5e-3, meta={"min": 0.0})
+    steps: int = _help("Judge training steps.", default=2000, meta={"min": 0})
+    batch_size: int = _help("Pairs per step (both orders each).", default=16, meta={"min": 1})
+    use_lora: bool = _help("LoRA instead of full fine-tune (real recipes).", default=False)
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32, target_modules=r".*\.(q_proj|k_proj|v_proj|o_proj)"))
+    serve: Literal["hf", "openai"] = _help("'hf' = in-process judge; 'openai' = vLLM/KServe endpoint at `url`.", default="hf")
+    url: str = _help("Endpoint URL when serve == 'openai'.", default="")
+    timeout_s: float = _help("Per-request timeout of the judge endpoint.", default=30.0, meta={"min": 0.1})
+    retries: int = _help("Retries per judge request.", default=3, meta={"min": 0})
+    concurrency: int = _help("Judge requests in flight.", default=8, meta={"min": 1})
+
+
+@dataclass
+class ScoreConfig:
+    mode: Literal["pairwise", "independent"] = _help(
+        "'pairwise' = all pairs in both orders (SRC); 'independent' = 1–10 per candidate (ablation).",
+        default="pairwise",
+    )
+    schedule: Literal["all", "adjacent"] = _help(
+        "Which pairs: 'all' N(N−1) ordered pairs, or a sparser ring for large N.", default="all"
+    )
+    batch_size: int = _help("Judge reads per forward.", default=64, meta={"min": 1})
+
+
+@dataclass
+class CurateConfig:
+    aggregation: Literal["weighted", "uniform", "bradley_terry"] = _help(
+        "Per-candidate score: confidence-weighted mean win prob (SRC), plain mean (ablation), or BT.",
+        default="weighted",
+    )
+    min_margin: float = _help("Drop samples whose P(best ≻ worst) − 0.5 is below this.", default=0.1, meta={"min": 0.0, "max": 0.5})
+    min_confidence: float = _help("Drop samples whose mean pair confidence is below this.", default=0.1, meta={"min": 0.0, "max": 1.0})
+    require_correct: bool = _help("Drop samples whose chosen answer is wrong (ground truth known).", default=True)
+    min_pairs: int = _help("Stop the round with an error if fewer pairs survive.", default=8, meta={"min": 1})
+
+
+@dataclass
+class AlignConfig:
+    """Stage 4b: DPO + SFT term (RPO style), TRL loss_type=['sigmoid','sft']."""
+
+    beta: float = _help("DPO β (paper: 0.1).", default=0.1, meta={"min": 0.0})
+    sft_weight: float = _help("Weight of the SFT term on the chosen answer (paper: 0.02).", default=0.02, meta={"min": 0.0})
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=256, alpha=512))
+    lr: float = _help("Learning rate (paper: 5e-7).", default=5e-7, meta={"min": 0.0})
+    epochs: float = _help("Passes over the training data.", default=1.0, meta={"min": 0.0})
+    batch_size: int = _help("Examples per device step.", default=8, meta={"min": 1})
+    grad_accum: int = _help("Gradient accumulation steps.", default=1, meta={"min": 1})
+    save_steps: int = _help("Checkpoint every N steps for resume (0 = end only).", default=50, meta={"min": 0})
+    world_size: int = _help("Processes for accelerate/DeepSpeed.", default=1, meta={"min": 1})
+    deepspeed: str = _help("DeepSpeed config file ('' = off).", default="")
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = _help("Examples per device step.", default=32, meta={"min": 1})
+    max_new_tokens: int = _help("Generation budget per eval answer.", default=160, meta={"min": 1})
+
+
+@dataclass
+class Recipe:
+    name: str = _help("Recipe name (recorded in metrics.json).", default="tiny")
+    seed: int = _help("Master seed; every stage derives its own from it.", default=0)
+    rounds: int = _help("SRC rounds of search → score → curate → align (paper: 3).", default=3, meta={"min": 1})
+    device: Literal["auto", "cpu", "cuda"] = _help("Where models run.", default="auto")
+    rap_answer_prefix: str = _help("The line that carries the answer in a rationale-answer pair.", default="Answer:")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    base_train: BaseTrainConfig = field(default_factory=BaseTrainConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    rft: RFTConfig = field(default_factory=RFTConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    labeller: LabellerConfig = field(default_factory=LabellerConfig)
+    rscorer: RScorerConfig = field(default_factory=RScorerConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """Content hash of the named sections (all when none): the resume key of a stage's outputs."""
+        d = self.to_dict()
+        picked = {s: d[s] for s in sections} if sections else d
+        blob = json.dumps(picked, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading, overrides, validation
+# ----------------------------------------------------------------------------------------------------
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def _resolve(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    cand = RECIPES_DIR / f"{name_or_path}.yaml"
+    if cand.exists():
+        return cand
+    raise RecipeError(
+        f"recipe {name_or_path!r} not found: not a YAML file and not one of the shipped recipes "
+        f"{available_recipes()} (in {RECIPES_DIR})"
+    )
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value the way YAML would (so `--set rounds=1` gives an int)."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def apply_override(raw: dict[str, Any], dotted: str) -> None:
+    """Apply ``a.b.c=value`` to a nested dict, creating intermediate dicts (validated later)."""
+    if "=" not in dotted:
+        raise RecipeError(f"override {dotted!r}: expected key=value, e.g. align.beta=0.2")
+    key, value = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"override {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = _parse_scalar(value)
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def _build(cls: type, raw: Any, path: str, errors: list[str]) -> Any:
+    """Build dataclass ``cls`` from ``raw``, appending every problem found to ``errors``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        errors.append(f"{path or '<root>'}: expected a mapping, got {type(raw).__name__}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            close = [n for n in fields if n.startswith(str(key)[:3])]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            errors.append(f"{path}{key}: unknown key{hint}; allowed: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        tp, value, dotted = hints[name], raw[name], f"{path}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, dotted + ".", errors)
+            continue
+        if typing.get_origin(tp) is list and typing.get_args(tp) and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            inner = typing.get_args(tp)[0]
+            if not isinstance(value, list):
+                errors.append(f"{dotted}: expected a list of mappings")
+                continue
+            kwargs[name] = [_build(inner, v, f"{dotted}[{i}].", errors) for i, v in enumerate(value)]
+            continue
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not _type_ok(value, tp):
+            if typing.get_origin(tp) is Literal:
+                errors.append(f"{dotted}: {value!r} is not allowed; choose one of {list(typing.get_args(tp))}")
+            else:
+                errors.append(f"{dotted}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+            continue
+        meta = f.metadata
+        if "choices" in meta and value not in meta["choices"]:
+            errors.append(f"{dotted}: {value!r} is not allowed; choose one of {meta['choices']}")
+        if "min" in meta and isinstance(value, (int, float)) and value < meta["min"]:
+            errors.append(f"{dotted}: {value!r} is below the minimum {meta['min']}")
+        if "max" in meta and isinstance(value, (int, float)) and value > meta["max"]:
+            errors.append(f"{dotted}: {value!r} is above the maximum {meta['max']}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - defensive, fields are checked above
+        errors.append(f"{path}: {e}")
+        return cls()
+
+
+def _cross_checks(r: Recipe) -> list[str]:
+    """Rules that span fields."""
+    errs = []
+    if len(r.data.category_ratio) != 3 or any(x < 0 for x in r.data.category_ratio) or sum(r.data.category_ratio) <= 0:
+        errs.append("data.category_ratio: expected three non-negative weights (perception, chart, math)")
+    if r.data.world == "real" and not r.data.sources:
+        errs.append("data.sources: world 'real' needs at least one source")
+    if r.search.n_candidates > r.search.beams * r.search.expansions:
+        errs.append("search.n_candidates: cannot exceed search.beams × search.expansions")
+    if r.teacher.kind == "openai" and not r.teacher.url:
+        errs.append("teacher.url: required when teacher.kind is 'openai'")
+    if r.labeller.kind == "openai" and not r.labeller.url:
+        errs.append("labeller.url: required when labeller.kind is 'openai'")
+    if r.model.base == "tiny" and r.data.world != "shapes":
+        errs.append("model.base: 'tiny' only knows the shapes world; set data.world=shapes or a real model")
+    return errs
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+    errors: list[str] = []
+    recipe = _build(Recipe, raw, "", errors)
+    if not errors:
+        errors += _cross_checks(recipe)
+    if errors:
+        raise RecipeError("invalid recipe:\n  " + "\n  ".join(errors))
+    return recipe
+
+
+def load_recipe(name_or_path: str = "tiny", overrides: list[str] | None = None) -> Recipe:
+    """Load a shipped recipe by name or a YAML path, apply ``key=value`` overrides, validate."""
+    import yaml
+
+    path = _resolve(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from e
+    for ov in overrides or []:
+        apply_override(raw, ov)
+    try:
+        return recipe_from_dict(raw)
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}") from None
+
+
+def describe(cls: type = Recipe, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every field: what ``srcal recipe keys`` prints."""
+    rows = []
+    inst = cls()
+    for f in dataclasses.fields(cls):
+        val = getattr(inst, f.name)
+        if dataclasses.is_dataclass(val):
+            rows += describe(type(val), f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", val, str(f.metadata.get("help", ""))))
+    return rows

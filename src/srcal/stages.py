@@ -1,0 +1,93 @@
+"""The stage table and the one runner that both `srcal stage` (KFP components) and `srcal run` use.
+
+Every stage is a pure function over local paths::
+
+    def run_<stage>(recipe: Recipe, inputs: dict[str, Path], out: Path, **options) -> dict
+
+It reads its named inputs, writes its artifacts into ``out`` and returns a summary dict (counts in/out,
+dropped with reasons). :func:`execute` wraps it with what no stage should re-implement:
+
+1. inputs given as URIs (local dirs or ``s3://``) are materialised as local directories, and each must
+   be a *complete* artifact (its completion marker present), so a half-written one is never read;
+2. the stage writes into a scratch directory that is stable for the output URI (so a killed training
+   stage finds its checkpoints on re-run) and never into the published location;
+3. ``summary.json`` gets the timings and the resume key added;
+4. the scratch directory is published atomically (local rename, or S3 upload-then-marker), so a
+   finished artifact is never overwritten by a partial one; a failing stage publishes nothing;
+5. if the output is already complete with the same resume key, the stage is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from srcal.config import Recipe
+
+log = logging.getLogger("srcal.stages")
+
+# name -> ("module:function", recipe sections that key its resume hash).
+# A stage's resume key = hash(those recipe sections + the input artifacts' content hashes + options).
+STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "data": ("srcal.data.build:run_data_build", ("seed", "data")),
+}
+
+
+class StageError(RuntimeError):
+    """A stage that cannot run or did not finish; the message says what to change."""
+
+
+def resolve(name: str):
+    if name not in STAGES:
+        raise StageError(f"unknown stage {name!r}; known stages: {sorted(STAGES)}")
+    target, _ = STAGES[name]
+    mod, fn = target.split(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+def resume_key(name: str, recipe: Recipe, input_hashes: dict[str, str], options: dict[str, Any]) -> str:
+    import hashlib
+
+    _, sections = STAGES[name]
+    d = recipe.to_dict()
+    picked = {s: d.get(s) for s in sections}
+    blob = json.dumps({"stage": name, "recipe": picked, "inputs": input_hashes, "options": options},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def execute(name: str, recipe: Recipe, inputs: dict[str, str], output: str, *,
+            force: bool = False, **options: Any) -> dict:
+    """Run stage ``name`` from input URIs to an output URI, resumably and atomically. Returns the summary."""
+    from srcal import store
+
+    fn = resolve(name)
+    local_inputs: dict[str, Path] = {}
+    input_hashes: dict[str, str] = {}
+    for key, uri in inputs.items():
+        if not store.is_complete(uri):
+            raise StageError(
+                f"stage {name}: input {key}={uri} is not a finished artifact (no completion marker); "
+                f"run the stage that produces it first"
+            )
+        local_inputs[key] = store.materialize(uri)
+        input_hashes[key] = store.artifact_hash(uri)
+    key = resume_key(name, recipe, input_hashes, options)
+    if not force and store.is_complete(output) and store.read_marker(output).get("resume_key") == key:
+        log.info("stage %s: %s is complete with the same inputs; skipping", name, output)
+        summary = store.read_json(output, "summary.json")
+        summary["skipped"] = True
+        return summary
+    scratch = store.scratch_dir(output)
+    t0 = time.time()
+    log.info("stage %s: running -> %s (scratch %s)", name, output, scratch)
+    summary = fn(recipe, local_inputs, scratch, **options) or {}
+    summary = {"stage": name, **summary, "resume_key": key, "inputs": inputs,
+               "timings_s": {**summary.get("timings_s", {}), "total": round(time.time() - t0, 3)}}
+    (scratch / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    store.publish(scratch, output, marker={"resume_key": key, "stage": name})
+    return summary
