@@ -13,6 +13,7 @@ and for the KFP compile path, and the validation we need (types, Literal choices
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import types
@@ -397,7 +398,7 @@ def _build(cls: type, raw: Any, path: str, errors: list[str]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
-            close = [n for n in fields if n.startswith(str(key)[:3])]
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             errors.append(f"{path}{key}: unknown key{hint}; allowed: {sorted(fields)}")
     kwargs: dict[str, Any] = {}
