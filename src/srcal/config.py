@@ -99,10 +99,12 @@ class TinyModelConfig:
 
     vision_hidden: int = _help("CLIP tower width.", default=64)
     vision_layers: int = _help("CLIP tower depth.", default=2)
+    vision_heads: int = _help("Vision tower attention heads.", default=2, meta={"min": 1})
     patch_size: int = _help("CLIP patch size; image_size/patch_size squared = image tokens.", default=8)
     text_hidden: int = _help("LM width; head_dim = text_hidden/heads must be ≥ 64 for vLLM.", default=128)
     text_layers: int = _help("LM depth.", default=2)
     text_heads: int = _help("LM attention heads.", default=2)
+    text_intermediate: int = _help("LM MLP width (0 = 2 × text_hidden).", default=0, meta={"min": 0})
     vocab_size: int = _help("Byte-level BPE vocabulary size.", default=600)
 
 
