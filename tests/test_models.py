@@ -16,11 +16,12 @@ def _world_text(n: int = 400) -> list[str]:
 
     try:
         from srcal.data import shapes
+
+        return shapes.corpus(ShapesWorldConfig(), n, seed=0)
     except ImportError:  # the shapes world lands in a parallel commit; until then, world-like text
         return [f"The {c} {s} is in the {p} cell. There are {k} objects.\nAnswer: {k + 10}"
                 for k in range(4) for c in ("red", "green", "blue", "yellow")
                 for s in ("circle", "square", "triangle") for p in ("top-left", "center", "bottom right")]
-    return shapes.corpus(ShapesWorldConfig(), n, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +129,90 @@ def test_tiny_lvlm_rejects_unknown_family_and_bad_sizes(tmp_path):
     with pytest.raises(ValueError, match="multiple of patch_size"):
         tiny.build_llava(tok, tmp_path / "x", image_size=50, patch_size=8)
     assert json.dumps(tiny.SPECIAL_TOKENS)  # the specials are plain strings (saved into tokenizer.json)
+
+
+# ------------------------------------------------------------------------------------------ loading.py
+
+
+def _random_adapter(model, out_dir, seed):
+    """Attach a LoRA with non-zero random B (init_lora_weights=False), save it, return the merged model."""
+    from peft import get_peft_model
+
+    from srcal.config import LoraConfig
+    from srcal.models.loading import lora_config
+
+    torch.manual_seed(seed)
+    cfg = lora_config(LoraConfig(r=4, alpha=8))
+    cfg.init_lora_weights = False
+    pm = get_peft_model(model, cfg)
+    pm.save_pretrained(out_dir)
+    return pm.merge_and_unload()
+
+
+def _logits(model, proc):
+    from PIL import Image
+
+    from srcal.models.loading import plain_question_messages
+
+    prompt = proc.apply_chat_template(plain_question_messages("What is red?"), add_generation_prompt=True)
+    enc = proc(images=[Image.new("RGB", (48, 48), (9, 99, 199))], text=[prompt], return_tensors="pt")
+    with torch.no_grad():
+        return model(**enc).logits
+
+
+def test_lora_config_stays_in_language_model(tiny_dirs):
+    from peft import get_peft_model
+
+    from srcal.config import LoraConfig
+    from srcal.models.loading import load_lvlm, lora_config
+
+    dirs, _, _ = tiny_dirs
+    for fam in ("llava", "qwen2_vl"):
+        model, _ = load_lvlm(dirs[fam])
+        pm = get_peft_model(model, lora_config(LoraConfig(r=2, alpha=4)))
+        names = [n for n, p in pm.named_parameters() if p.requires_grad]
+        assert names and all("language_model" in n and "lora_" in n for n in names), fam
+        assert any("mlp.down_proj" in n for n in names) and any("self_attn.q_proj" in n for n in names)
+    with pytest.raises(ValueError, match="inside the language model"):
+        lora_config(LoraConfig(target_modules=r".*(q_proj|v_proj)"))
+    with pytest.raises(ValueError, match="not a valid regex"):
+        lora_config(LoraConfig(target_modules="(("))
+
+
+def test_model_artifact_stack_merges_in_order(tiny_dirs, tmp_path):
+    """rft adapter A on base; round1 adapter B trained on base+A. load_policy(base, round1) must equal
+    base+A+B merged by hand, and its stack must hold A as 00-rft."""
+    from srcal.models.loading import load_lvlm, load_policy, new_model_artifact, read_meta
+
+    dirs, _, _ = tiny_dirs
+    base = dirs["llava"]
+    rft, r1 = tmp_path / "rft", tmp_path / "round1"
+    assert new_model_artifact(rft, None, "rft", family="llava") == {"family": "llava", "stack": [], "name": "rft"}
+    m, proc = load_lvlm(base)
+    merged_a = _random_adapter(m, rft, seed=1)
+    meta = new_model_artifact(r1, rft, "round1")
+    assert meta == {"family": "llava", "stack": ["00-rft"], "name": "round1"} == read_meta(r1)
+    assert (r1 / "stack" / "00-rft" / "adapter_model.safetensors").exists()
+    merged_ab = _random_adapter(merged_a, r1, seed=2)
+    expect = _logits(merged_ab, proc)
+
+    got_model, got_proc = load_policy(base, r1)
+    assert torch.allclose(_logits(got_model, got_proc), expect, atol=1e-5)
+    base_model, _ = load_policy(base, None)
+    assert not torch.allclose(_logits(base_model, proc), expect, atol=1e-3)
+    # round2 from round1: stack = [00-rft, 01-round1]
+    assert new_model_artifact(tmp_path / "round2", r1, "round2")["stack"] == ["00-rft", "01-round1"]
+
+
+def test_base_pointer_and_plain_question(tmp_path):
+    from srcal.models.loading import plain_question_messages, question_text, resolve_base, write_base_pointer
+
+    write_base_pointer(tmp_path / "b", "llava-hf/llava-1.5-7b-hf", "llava")
+    assert resolve_base(tmp_path / "b") == "llava-hf/llava-1.5-7b-hf"
+    assert resolve_base(tmp_path) == str(tmp_path)
+    msgs = plain_question_messages("Which is larger?", ["cat", "dog"])
+    assert msgs[0]["content"][0] == {"type": "image"}
+    text = msgs[0]["content"][1]["text"]
+    assert text == "Which is larger?\nA. cat\nB. dog"
+    assert "answer" not in text.lower() and "reason" not in text.lower()
+    assert question_text("Pick one. A. x B. y", ["x", "y"]) == "Pick one. A. x B. y"
