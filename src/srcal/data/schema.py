@@ -1,0 +1,170 @@
+"""The sample schema every split file follows (DESIGN §4), and its JSONL reader/writer.
+
+One JSON object per line::
+
+    {"id": str, "image": "images/<file>.png" (relative to the JSONL's directory), "question": str,
+     "answer": str, "category": "perception" | "chart" | "math", "source": str,
+     "choices": [str, ...] (optional, multiple choice), "scene": dict (optional, shapes world only),
+     "rationale": str (optional, a dataset-provided explanation), "meta": dict (optional)}
+
+Unknown extra keys are kept (adapters may record provenance), known keys are type-checked.
+
+Bad input is quarantined, not fatal (the house rule): :func:`read_jsonl` returns the good rows plus a
+list of rejected entries ``{"file", "line", "id", "field", "reason"}`` that callers write to
+``rejected.jsonl``; only when the rejected share exceeds the recipe's ``data.max_rejected_share`` does it
+raise :class:`DataError`, naming the file and the first problems.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+CATEGORIES: tuple[str, ...] = ("perception", "chart", "math")
+REQUIRED_STR_FIELDS: tuple[str, ...] = ("id", "image", "question", "answer", "source")
+
+
+class DataError(ValueError):
+    """Input data that cannot be used as a whole; the message names the file and how to fix it."""
+
+
+def sample_problems(row: Any, images_root: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """(field, reason) for every problem of one sample row; empty when the row is valid.
+
+    With ``images_root`` the image file must also exist under it and decode as an image.
+    """
+    if not isinstance(row, dict):
+        return [("<row>", f"expected a JSON object, got {type(row).__name__}")]
+    out: list[tuple[str, str]] = []
+    for f in REQUIRED_STR_FIELDS:
+        v = row.get(f)
+        if v is None:
+            out.append((f, "missing"))
+        elif not isinstance(v, str):
+            out.append((f, f"expected a string, got {type(v).__name__} {v!r:.40}"))
+        elif not v.strip():
+            out.append((f, "empty"))
+    cat = row.get("category")
+    if cat is None:
+        out.append(("category", "missing"))
+    elif cat not in CATEGORIES:
+        out.append(("category", f"unknown category {cat!r}; expected one of {list(CATEGORIES)}"))
+    choices = row.get("choices")
+    if choices is not None and (not isinstance(choices, list) or len(choices) < 2
+                                or not all(isinstance(c, str) for c in choices)):
+        out.append(("choices", "expected a list of at least two strings or null"))
+    if row.get("scene") is not None and not isinstance(row["scene"], (dict, str)):
+        out.append(("scene", "expected an object or a string"))
+    if row.get("rationale") is not None and not isinstance(row["rationale"], str):
+        out.append(("rationale", "expected a string"))
+    image = row.get("image")
+    if isinstance(image, str) and image.strip():
+        p = PurePosixPath(image)
+        if p.is_absolute() or ".." in p.parts:
+            out.append(("image", f"{image!r}: must be a path relative to the JSONL's directory"))
+        elif images_root is not None:
+            problem = image_problem(Path(images_root) / image)
+            if problem:
+                out.append(("image", problem))
+    return out
+
+
+def validate_sample(row: Any, images_root: str | os.PathLike | None = None) -> list[str]:
+    """Human-readable problems of one row (``"field: reason"``); empty when valid."""
+    return [f"{f}: {r}" for f, r in sample_problems(row, images_root)]
+
+
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable image, or None. Decodes the header only (cheap)."""
+    if not path.is_file():
+        return f"{path}: file not found"
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for a broken file; all mean "unreadable"
+        return f"{path}: unreadable image ({type(e).__name__}: {e})"
+    return None
+
+
+def rejected_entry(file: str | os.PathLike, line: int | None, row_id: Any, field: str | None,
+                   reason: str) -> dict:
+    """The one shape of a quarantined row, for every reader and adapter."""
+    return {"file": str(file), "line": line, "id": row_id, "field": field, "reason": reason}
+
+
+def check_rejected_share(file: str | os.PathLike, n_rows: int, rejected: list[dict],
+                         max_rejected_share: float) -> None:
+    """Raise :class:`DataError` when more than ``max_rejected_share`` of ``n_rows`` were rejected.
+
+    Per-row problems are tolerated up to the recipe threshold because public datasets always carry a few
+    broken rows; beyond it the input itself is probably wrong (wrong file, wrong adapter, wrong columns).
+    """
+    if not rejected:
+        return
+    share = len(rejected) / max(n_rows, 1)
+    if share > max_rejected_share:
+        reasons = Counter(f"{r['field']}: {r['reason']}" if r.get("field") else r["reason"] for r in rejected)
+        first = rejected[0]
+        raise DataError(
+            f"{file}: {len(rejected)} of {n_rows} rows rejected ({share:.1%} > data.max_rejected_share="
+            f"{max_rejected_share}). First: line {first['line']} id={first['id']!r} field={first['field']!r}: "
+            f"{first['reason']}. Most common: {reasons.most_common(3)}. Fix the input (or check the adapter "
+            f"and columns), or raise data.max_rejected_share with --set data.max_rejected_share=…"
+        )
+
+
+def read_jsonl(path: str | os.PathLike, *, images_root: str | os.PathLike | None = None,
+               max_rejected_share: float) -> tuple[list[dict], list[dict]]:
+    """Read a sample JSONL file: (valid rows, rejected entries).
+
+    Rejected: lines that are not JSON objects, rows with missing/ill-typed fields or unknown categories,
+    duplicate ids (the later one), and, when ``images_root`` is given, missing or unreadable images.
+    Blank lines are ignored. Raises :class:`DataError` when the rejected share exceeds the threshold.
+    """
+    path = Path(path)
+    rows: list[dict] = []
+    rejected: list[dict] = []
+    seen: dict[str, int] = {}
+    n = 0
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            n += 1
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                rejected.append(rejected_entry(path, lineno, None, None, f"malformed JSON: {e}"))
+                continue
+            row_id = row.get("id") if isinstance(row, dict) else None
+            problems = sample_problems(row, images_root)
+            if problems:
+                field = problems[0][0]
+                reason = "; ".join(f"{f}: {r}" for f, r in problems)
+                rejected.append(rejected_entry(path, lineno, row_id, field, reason))
+                continue
+            if row_id in seen:
+                rejected.append(rejected_entry(path, lineno, row_id, "id", f"duplicate id (first at line {seen[row_id]})"))
+                continue
+            seen[row_id] = lineno
+            rows.append(row)
+    check_rejected_share(path, n, rejected, max_rejected_share)
+    return rows, rejected
+
+
+def dumps_row(row: dict) -> str:
+    """One canonical JSON line: sorted keys, UTF-8 (no escaping), so equal rows give equal bytes."""
+    return json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write rows deterministically (sorted keys, one per line, ``\\n`` endings, UTF-8)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(dumps_row(row) + "\n" for row in rows)
