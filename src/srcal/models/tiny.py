@@ -104,7 +104,13 @@ def build_llava(tokenizer, out_dir: str | Path, *, image_size: int = 48, patch_s
 
     Returns ``out_dir``; reload with ``AutoModelForImageTextToText`` / ``AutoProcessor``.
     """
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     _check_head_dim(text_hidden, text_heads)
@@ -151,7 +157,7 @@ def _qwen_image_only_processor_cls():
         ``<image>`` as ``tokenizer.image_token``, which the stock processor would pick up.
         """
 
-        attributes = ["image_processor", "tokenizer"]
+        attributes = ["image_processor", "tokenizer"]  # noqa: RUF012 (transformers reads this class attribute)
 
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
             self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
@@ -196,15 +202,15 @@ def build_qwen2_vl(tokenizer, out_dir: str | Path, *, image_size: int = 56, visi
     ids = {k: tok.convert_tokens_to_ids(k) for k in ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
                                                       "<|vision_end|>"]}
     cfg = Qwen2VLConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=text_hidden,
-                         intermediate_size=text_intermediate or 2 * text_hidden, num_hidden_layers=text_layers,
-                         num_attention_heads=text_heads, num_key_value_heads=text_kv_heads or text_heads,
-                         max_position_embeddings=max_positions,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(depth=vision_layers, embed_dim=vision_hidden, hidden_size=text_hidden,
-                           num_heads=vision_heads, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
-                           temporal_patch_size=2),
+        text_config={"vocab_size": len(tok), "hidden_size": text_hidden,
+                         "intermediate_size": text_intermediate or 2 * text_hidden, "num_hidden_layers": text_layers,
+                         "num_attention_heads": text_heads, "num_key_value_heads": text_kv_heads or text_heads,
+                         "max_position_embeddings": max_positions,
+                         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+                         "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id},
+        vision_config={"depth": vision_layers, "embed_dim": vision_hidden, "hidden_size": text_hidden,
+                           "num_heads": vision_heads, "mlp_ratio": 2, "patch_size": 14, "spatial_merge_size": 2,
+                           "temporal_patch_size": 2},
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     model = Qwen2VLForConditionalGeneration(cfg)
