@@ -420,6 +420,11 @@ def _build(cls: type, raw: Any, path: str, errors: list[str]) -> Any:
             continue
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if tp is float and isinstance(value, str):  # YAML 1.1 reads `5e-7` (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if not _type_ok(value, tp):
             if typing.get_origin(tp) is Literal:
                 errors.append(f"{dotted}: {value!r} is not allowed; choose one of {list(typing.get_args(tp))}")

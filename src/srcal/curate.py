@@ -34,9 +34,10 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 log = logging.getLogger("srcal.curate")
 
@@ -366,6 +367,7 @@ def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> di
             "id": sid,
             "image": sample.get("image"),
             "question": sample.get("question"),
+            "choices": sample.get("choices"),
             "answer": sample.get("answer"),
             "category": sample.get("category"),
             "chosen": _candidate_text(cands[sel.best]),

@@ -1,0 +1,256 @@
+"""Stage 4b: preference fine-tuning — DPO plus an SFT term on the chosen answer (RPO style), with TRL.
+
+SRC (Wu et al., ICML 2025, §3.4) trains the policy on the curated (chosen, rejected) pairs with DPO
+(β 0.1) plus an SFT loss on the chosen response (weight 0.02), LoRA r 256 / α 512, lr 5e-7. In TRL 1.16
+``rpo_alpha`` is gone; the same objective is ``DPOConfig(loss_type=["sigmoid", "sft"],
+loss_weights=[1.0, w])`` (notes/trl-vllm-deepspeed.md §0.1): the "sft" term is the mean NLL per token of
+the chosen completions.
+
+Model stack (docs/architecture.md "Model artifact"): the previous policy (RFT for round 1, round k−1
+after) is loaded *merged*; a fresh LoRA from ``align.lora`` is put on top and trained. The reference
+model is that same network with the adapter disabled — TRL's implicit reference — so round k is
+referenced to round k−1's policy without holding a second copy.
+
+Multi-GPU: with ``align.world_size > 1`` the stage re-launches itself under ``torchrun`` and the
+DeepSpeed config named by ``align.deepspeed`` (``configs/deepspeed/zero2.json`` / ``zero3.json``) is
+passed to the trainer; rank 0 writes the artifact.
+
+Resume: checkpoints go to ``<out>/checkpoints`` (``out`` is the stage runner's scratch directory, stable
+per output URI), so a killed run continues from its last checkpoint; they are deleted once the adapter is
+saved, so the published artifact holds only the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("srcal.align")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def too_few_pairs_message(n: int, min_pairs: int) -> str:
+    """The error a user sees when a round has too little data: it names the knobs that produce more."""
+    return (
+        f"align: only {n} preference pairs (curate.min_pairs={min_pairs}); DPO on so few pairs is noise. "
+        "Relax curation: --set curate.min_margin=<lower>, --set curate.min_confidence=<lower>, "
+        "--set curate.require_correct=false; or produce more candidates: raise data.calib_size or "
+        "search.n_candidates (see round*/curate/summary.json for why samples were dropped)."
+    )
+
+
+def preference_rows(pairs: list[dict[str, Any]], data_dir: Path | None) -> list[dict[str, Any]]:
+    """pairs.jsonl rows → TRL's vision conversational preference format (one image per row)."""
+    from PIL import Image
+
+    from srcal.models.loading import plain_question_messages
+
+    rows = []
+    for p in pairs:
+        row = {
+            # the same unprompted user turn RFT trained and search sampled with
+            "prompt": plain_question_messages(p["question"], p.get("choices")),
+            "chosen": [{"role": "assistant", "content": [{"type": "text", "text": p["chosen"]}]}],
+            "rejected": [{"role": "assistant", "content": [{"type": "text", "text": p["rejected"]}]}],
+        }
+        if p.get("image"):
+            if data_dir is None:
+                raise FileNotFoundError(f"pair {p.get('id')}: image {p['image']} but no data input given")
+            with Image.open(data_dir / p["image"]) as im:
+                row["images"] = [im.convert("RGB")]
+        rows.append(row)
+    return rows
+
+
+def dpo_config(cfg, out: Path, *, seed: int, on_cpu: bool, bf16: bool, n_pairs: int):
+    """Build TRL's DPOConfig from the recipe's ``align`` section (every number comes from the recipe).
+
+    On CPU both ``use_cpu=True`` and ``bf16=False`` are needed: TRL defaults to bf16, which raises on
+    CPU, and ``use_cpu`` alone runs slow bf16 autocast (notes/environment.md §3).
+    """
+    from trl import DPOConfig
+
+    steps_per_epoch = max(1, math.ceil(n_pairs / (cfg.batch_size * cfg.grad_accum * cfg.world_size)))
+    return DPOConfig(
+        output_dir=str(out / "checkpoints"),
+        beta=cfg.beta,
+        loss_type=["sigmoid", "sft"],
+        loss_weights=[1.0, cfg.sft_weight],
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        lr_scheduler_type="constant",
+        max_length=None,  # VLMs: never truncate image tokens (notes §1.2)
+        gradient_checkpointing=False,  # tiny models: recompute costs more than it saves
+        logging_steps=1,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or steps_per_epoch,
+        save_total_limit=2,
+        report_to="none",
+        seed=seed,
+        use_cpu=on_cpu,
+        bf16=bf16,
+        deepspeed=cfg.deepspeed or None,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+def last_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` directory (trainer_state.json written last), or None."""
+    if not ckpt_dir.is_dir():
+        return None
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    if not done:
+        return None
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
+
+
+def _on_cpu(recipe) -> bool:
+    import torch
+
+    return recipe.device == "cpu" or (recipe.device == "auto" and not torch.cuda.is_available())
+
+
+def train_dpo(recipe, pairs: list[dict[str, Any]], base_dir: Path, policy_dir: Path, data_dir: Path | None,
+              out: Path) -> dict[str, Any]:
+    """Load the merged previous policy, add a fresh LoRA, train DPO + SFT, save the adapter into ``out``.
+
+    Returns the training log summary (first/last loss, reward accuracy/margins, steps, resumed-from).
+    """
+    import torch
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from srcal.models.loading import load_policy, lora_config
+
+    cfg = recipe.align
+    on_cpu = _on_cpu(recipe)
+    torch.manual_seed(recipe.seed)
+    model, processor = load_policy(base_dir, policy_dir, dtype=recipe.model.dtype,
+                                   device="cpu" if on_cpu else "cuda",
+                                   attn_implementation=recipe.model.attn_implementation)
+    model.train()
+    dataset = Dataset.from_list(preference_rows(pairs, data_dir))
+    args = dpo_config(cfg, out, seed=recipe.seed, on_cpu=on_cpu, n_pairs=len(pairs),
+                      bf16=not on_cpu and recipe.model.dtype == "bfloat16")
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                         peft_config=lora_config(cfg.lora))
+    resume = last_checkpoint(out / "checkpoints")
+    if resume:
+        log.info("align: resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(str(out))
+        processor.save_pretrained(str(out))
+        with (out / "train_log.jsonl").open("w") as f:
+            for h in trainer.state.log_history:
+                f.write(json.dumps(h) + "\n")
+    losses = [h["loss"] for h in history]
+    last = history[-1] if history else {}
+    return {
+        "pairs": len(pairs),
+        "steps": trainer.state.global_step,
+        "resumed_from": Path(resume).name if resume else None,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "loss_finite": all(math.isfinite(x) for x in losses),
+        "rewards_accuracy_last": last.get("rewards/accuracies"),
+        "rewards_margin_last": last.get("rewards/margins"),
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch_distributed(recipe, inputs: dict[str, Path], out: Path, world_size: int) -> dict[str, Any]:
+    """Re-run this stage's training under torchrun with ``world_size`` processes (DeepSpeed ZeRO)."""
+    job = out / "_dist_job.json"
+    job.write_text(json.dumps({"recipe": recipe.to_dict(), "inputs": {k: str(v) for k, v in inputs.items()},
+                               "out": str(out)}))
+    env = dict(os.environ)
+    if _on_cpu(recipe):
+        env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator + gloo (notes §0.5)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world_size}",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "srcal.align", str(job)]
+    log.info("align: launching %s", " ".join(cmd))
+    proc = subprocess.run(cmd, env=env, check=False)
+    if proc.returncode != 0:
+        from srcal.stages import StageError
+
+        raise StageError(f"align: distributed training failed (exit {proc.returncode}); see the log above")
+    return json.loads((out / "_train_summary.json").read_text())
+
+
+def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dict[str, Any]:
+    """Stage ``align``: pairs + previous policy → a model artifact one LoRA deeper (``name`` option).
+
+    Inputs: ``pairs`` (curate output), ``policy`` (RFT or previous round's model artifact), ``base`` (the
+    base LVLM dir), ``data`` (for the images). Raises StageError before touching TRL when there are fewer
+    than ``curate.min_pairs`` pairs.
+    """
+    from srcal.models.loading import new_model_artifact
+    from srcal.stages import StageError
+
+    t0 = time.time()
+    name = options.get("name", "align")
+    pairs = _read_jsonl(Path(inputs["pairs"]) / "pairs.jsonl")
+    if len(pairs) < recipe.curate.min_pairs:
+        raise StageError(too_few_pairs_message(len(pairs), recipe.curate.min_pairs))
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(inputs["data"]) if "data" in inputs else None
+    if recipe.align.world_size > 1:
+        train = _launch_distributed(recipe, inputs, out, recipe.align.world_size)
+    else:
+        train = train_dpo(recipe, pairs, Path(inputs["base"]), Path(inputs["policy"]), data_dir, out)
+    if not train.get("loss_finite", True):
+        raise StageError(f"align: training loss became non-finite ({train}); lower align.lr")
+    new_model_artifact(out, Path(inputs["policy"]), name)
+    for leftover in ("checkpoints", "_dist_job.json", "_train_summary.json"):
+        p = out / leftover
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    return {"counts": {"pairs": len(pairs)}, "train": train, "name": name,
+            "timings_s": {"align": round(time.time() - t0, 3)}}
+
+
+def _dist_main(job_file: str) -> None:
+    """Entry point of each torchrun worker: rebuild the recipe, train, rank 0 writes the summary."""
+    from srcal.config import recipe_from_dict
+
+    job = json.loads(Path(job_file).read_text())
+    recipe = recipe_from_dict(job["recipe"])
+    inputs = {k: Path(v) for k, v in job["inputs"].items()}
+    out = Path(job["out"])
+    pairs = _read_jsonl(inputs["pairs"] / "pairs.jsonl")
+    summary = train_dpo(recipe, pairs, inputs["base"], inputs["policy"], inputs.get("data"), out)
+    if int(os.environ.get("RANK", "0")) == 0:
+        (out / "_train_summary.json").write_text(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    _dist_main(sys.argv[1])
