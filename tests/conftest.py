@@ -72,3 +72,131 @@ def s3_bucket(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+# ------------------------------------------------------------------------------ real-dataset parquet fixtures
+
+def _png(seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), ((seed * 37) % 256, (seed * 91) % 256, 120)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_vqa_parquet(adapter: str, path: Path, n: int = 6, *, bad: bool = True) -> int:
+    """Write ``n`` good rows (+ 2 bad ones when ``bad``) of ``adapter``'s public release to ``path``.
+
+    Column names and arrow types are the real ones (shared/notes/datasets.md): Image columns are
+    ``struct<bytes: binary, path: string>``. The bad rows are a corrupt image and a wrong/missing answer.
+    Returns the number of bad rows written.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image_t = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    strs = pa.list_(pa.string())
+
+    def img(i):
+        return {"bytes": _png(i), "path": f"{i}.png"}
+
+    corrupt = {"bytes": b"\x89PNG\r\n\x1a\n truncated", "path": "bad.png"}
+    rows: list[dict] = []
+    if adapter == "chartqa":  # HuggingFaceM4/ChartQA train layout
+        schema = pa.schema([("image", image_t), ("query", pa.string()), ("label", strs),
+                            ("human_or_machine", pa.int64())])
+        rows = [{"image": img(i), "query": f"What is the value of bar {i}?", "label": [str(i * 10)],
+                 "human_or_machine": i % 2} for i in range(n)]
+        if bad:
+            rows += [{"image": corrupt, "query": "q?", "label": ["1"], "human_or_machine": 0},
+                     {"image": img(99), "query": "q?", "label": [], "human_or_machine": 0}]
+    elif adapter == "chartqa-lmms":  # lmms-lab/ChartQA test layout
+        schema = pa.schema([("type", pa.string()), ("question", pa.string()), ("answer", pa.string()),
+                            ("image", image_t)])
+        rows = [{"type": "human_test", "question": f"Which year peaks {i}?", "answer": str(2000 + i),
+                 "image": img(i)} for i in range(n)]
+        if bad:
+            rows += [{"type": "human_test", "question": "q?", "answer": "1", "image": None},
+                     {"type": "human_test", "question": "q?", "answer": None, "image": img(98)}]
+    elif adapter == "aokvqa":
+        schema = pa.schema([("image", image_t), ("question_id", pa.string()), ("question", pa.string()),
+                            ("choices", strs), ("correct_choice_idx", pa.int8()), ("direct_answers", strs),
+                            ("difficult_direct_answer", pa.bool_()), ("rationales", strs)])
+        rows = [{"image": img(i), "question_id": f"q{i:03d}", "question": f"What is item {i} used for?",
+                 "choices": ["riding", "eating", "sleeping", "reading"], "correct_choice_idx": i % 4,
+                 "direct_answers": ["riding"] * 10, "difficult_direct_answer": False,
+                 "rationales": [f"Item {i} is a bike.", "People ride bikes."]} for i in range(n)]
+        if bad:
+            rows += [{"image": img(97), "question_id": "qbad1", "question": "q?", "choices": ["a", "b", "c", "d"],
+                      "correct_choice_idx": None, "direct_answers": None, "difficult_direct_answer": None,
+                      "rationales": None},
+                     {"image": corrupt, "question_id": "qbad2", "question": "q?", "choices": ["a", "b"],
+                      "correct_choice_idx": 1, "direct_answers": [], "difficult_direct_answer": False,
+                      "rationales": []}]
+    elif adapter == "scienceqa":
+        cols = ["hint", "task", "grade", "subject", "topic", "category", "skill", "lecture", "solution"]
+        schema = pa.schema([("image", image_t), ("question", pa.string()), ("choices", strs),
+                            ("answer", pa.int8()), *[(c, pa.string()) for c in cols]])
+        base = {c: "" for c in cols}
+        rows = [{**base, "image": img(i), "question": f"Which magnet attracts {i}?", "choices": ["north", "south"],
+                 "answer": i % 2, "hint": "Two magnets." if i % 2 else "", "subject": "natural science",
+                 "lecture": "Magnets attract opposite poles.", "solution": "" if i == 0 else f"Solution {i}."}
+                for i in range(n)]
+        if bad:
+            rows += [{**base, "image": None, "question": "text only?", "choices": ["a", "b"], "answer": 0},
+                     {**base, "image": img(96), "question": "q?", "choices": ["a", "b"], "answer": 5}]
+    elif adapter == "ai2d":
+        schema = pa.schema([("question", pa.string()), ("options", strs), ("answer", pa.string()),
+                            ("image", image_t)])
+        rows = [{"question": f"Which stage is {i}?", "options": ["egg", "larva", "pupa", "adult"],
+                 "answer": str(i % 4), "image": img(i)} for i in range(n)]
+        if bad:
+            rows += [{"question": "q?", "options": ["a", "b"], "answer": "two", "image": img(95)},
+                     {"question": "q?", "options": ["a", "b"], "answer": "0", "image": corrupt}]
+    elif adapter == "mathvista":
+        meta_t = pa.struct([("category", pa.string()), ("context", pa.string()), ("grade", pa.string()),
+                            ("img_height", pa.int64()), ("img_width", pa.int64()), ("language", pa.string()),
+                            ("skills", strs), ("source", pa.string()), ("split", pa.string()),
+                            ("task", pa.string())])
+        schema = pa.schema([("pid", pa.string()), ("question", pa.string()), ("image", pa.string()),
+                            ("decoded_image", image_t), ("choices", strs), ("unit", pa.string()),
+                            ("precision", pa.float64()), ("answer", pa.string()), ("question_type", pa.string()),
+                            ("answer_type", pa.string()), ("metadata", meta_t), ("query", pa.string())])
+        meta = {"category": "math-targeted-vqa", "context": "synthetic scene", "grade": "elementary school",
+                "img_height": 6, "img_width": 8, "language": "english", "skills": ["arithmetic reasoning"],
+                "source": "CLEVR-Math", "split": "testmini", "task": "math word problem"}
+        rows = []
+        for i in range(n):
+            mc = i % 2 == 0
+            rows.append({"pid": str(i + 1), "question": f"How many objects are left ({i})?", "image": f"images/{i}.jpg",
+                         "decoded_image": img(i), "choices": ["1", "2", "3"] if mc else None, "unit": None,
+                         "precision": None if mc else 1.0, "answer": "2" if mc else str(i),
+                         "question_type": "multi_choice" if mc else "free_form",
+                         "answer_type": "text" if mc else "integer", "metadata": meta, "query": "Hint: ..."})
+        if bad:
+            rows += [{**rows[0], "pid": "900", "answer": "7"},  # not among the choices
+                     {**rows[1], "pid": "901", "decoded_image": corrupt}]
+    elif adapter == "mmstar":
+        info_t = pa.struct([("source", pa.string()), ("split", pa.string()), ("image_path", pa.string())])
+        schema = pa.schema([("index", pa.int64()), ("question", pa.string()), ("image", image_t),
+                            ("answer", pa.string()), ("category", pa.string()), ("l2_category", pa.string()),
+                            ("meta_info", info_t)])
+        rows = [{"index": i, "question": f"Which option describes image {i}?\nOptions: A: a red, round ball, "
+                 "B: a cube, C: a cone, D: nothing", "image": img(i), "answer": "ABCD"[i % 4],
+                 "category": "coarse perception", "l2_category": "image scene and topic",
+                 "meta_info": {"source": "SEEDBench", "split": "val", "image_path": f"{i}.jpg"}} for i in range(n)]
+        if bad:
+            rows += [{**rows[0], "index": 900, "answer": "F"}, {**rows[0], "index": 901, "image": corrupt}]
+    else:
+        raise ValueError(adapter)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return 2 if bad else 0
+
+
+@pytest.fixture
+def vqa_parquet():
+    """The :func:`write_vqa_parquet` builder (real column names and types of the public releases)."""
+    return write_vqa_parquet

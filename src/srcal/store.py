@@ -396,6 +396,31 @@ def _marker_bytes(marker: dict) -> bytes:
     return (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode()
 
 
+def fetch_objects(uri: str, suffix: str = "") -> list[Path]:
+    """Download plain S3 objects (not an artifact: e.g. a dataset release) under ``uri`` ending in ``suffix``.
+
+    ``uri`` may name one object or a prefix. Files land in ``$SRCAL_CACHE_DIR/objects/<bucket>/<key>`` and
+    are re-downloaded only when the object's ETag or size changed. Returns the local paths, sorted by key.
+    """
+    bucket, key = split_s3(uri)
+    client, cfg = s3_client(), transfer_config()
+    keys = [key] if key and _s3_exists(bucket, key) else _s3_list(bucket, key)
+    out = []
+    for k in sorted(k for k in keys if k.endswith(suffix)):
+        head = client.head_object(Bucket=bucket, Key=k)
+        stamp = f"{head['ETag']}:{head['ContentLength']}"
+        dest = cache_root() / "objects" / bucket / k
+        stamp_file = dest.with_name(dest.name + ".etag")
+        if not (dest.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+            client.download_file(bucket, k, str(tmp), Config=cfg)
+            os.replace(tmp, dest)
+            stamp_file.write_text(stamp)
+        out.append(dest)
+    return out
+
+
 def materialize(uri: str) -> Path:
     """A local directory holding the complete artifact ``uri``.
 

@@ -1,0 +1,128 @@
+"""srcal.data.adapters on parquet files with the real column names and types (conftest.write_vqa_parquet)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from srcal.data import adapters
+from srcal.data.schema import DataError, validate_sample
+
+
+def _read(tmp_path, vqa_parquet, kind, adapter=None, category="chart", n=6, **kw):
+    f = tmp_path / "src" / f"{kind}.parquet"
+    n_bad = vqa_parquet(kind, f, n)
+    rows, rejected = adapters.read_source(adapter or kind, str(f), category=category, out_dir=tmp_path / "out",
+                                          max_rejected_share=kw.pop("max_rejected_share", 0.5), **kw)
+    assert len(rows) == n and len(rejected) == n_bad
+    for r in rows:
+        assert validate_sample(r, tmp_path / "out") == [], r
+        assert r["category"] == category and r["image"] == f"images/{r['id']}.png"
+        with Image.open(tmp_path / "out" / r["image"]) as im:
+            assert im.format == "PNG" and im.size == (8, 6)
+    for r in rejected:
+        assert r["file"] == str(f) and isinstance(r["line"], int) and r["field"] and r["reason"]
+    json.dumps(rows)  # every row is JSON-serialisable as written
+    return rows, {r["line"]: r for r in rejected}
+
+
+def test_chartqa_train_layout(tmp_path, vqa_parquet):
+    rows, rej = _read(tmp_path, vqa_parquet, "chartqa")
+    assert rows[3]["question"] == "What is the value of bar 3?" and rows[3]["answer"] == "30"
+    assert rows[3]["id"] == "chartqa-chartqa-3" and rows[3]["source"] == "chartqa"
+    assert rej[6]["field"] == "image" and "cannot decode" in rej[6]["reason"]
+    assert rej[7]["field"] == "label"
+
+
+def test_chartqa_lmms_test_layout(tmp_path, vqa_parquet):
+    rows, rej = _read(tmp_path, vqa_parquet, "chartqa-lmms", adapter="chartqa", source="chartqa_test")
+    assert rows[2]["answer"] == "2002" and rows[2]["meta"]["type"] == "human_test"
+    assert rows[2]["source"] == "chartqa_test" and rows[2]["id"].startswith("chartqa_test-")
+    assert rej[6]["field"] == "image" and "null" in rej[6]["reason"]
+    assert rej[7]["field"] == "answer"
+
+
+def test_aokvqa_answer_index_and_rationales(tmp_path, vqa_parquet):
+    rows, rej = _read(tmp_path, vqa_parquet, "aokvqa", category="perception")
+    r = rows[1]
+    assert r["id"] == "aokvqa-q001" and r["choices"] == ["riding", "eating", "sleeping", "reading"]
+    assert r["answer"] == "eating"  # correct_choice_idx 1
+    assert r["rationale"] == "Item 1 is a bike. People ride bikes."
+    assert rej[6]["field"] == "correct_choice_idx" and rej[6]["id"] is None
+    assert rej[7]["field"] == "image" and rej[7]["id"] == "aokvqa-qbad2"
+
+
+def test_scienceqa_index_hint_and_rationale(tmp_path, vqa_parquet):
+    rows, rej = _read(tmp_path, vqa_parquet, "scienceqa", category="math")
+    assert rows[0]["answer"] == "north" and rows[0]["meta"]["answer_letter"] == "A"
+    assert rows[0]["question"] == "Which magnet attracts 0?"
+    assert rows[0]["rationale"] == "Magnets attract opposite poles.", "lecture when the solution is empty"
+    assert rows[1]["question"] == "Context: Two magnets.\nWhich magnet attracts 1?"
+    assert rows[1]["answer"] == "south" and rows[1]["rationale"] == "Solution 1."
+    assert rej[6]["field"] == "image"  # text-only row
+    assert rej[7]["field"] == "answer" and "index 5" in rej[7]["reason"]
+
+
+def test_ai2d_string_index(tmp_path, vqa_parquet):
+    rows, rej = _read(tmp_path, vqa_parquet, "ai2d", category="math")
+    assert rows[2]["answer"] == "pupa" and rows[2]["choices"][2] == "pupa"  # answer "2"
+    assert rej[6]["field"] == "answer" and rej[7]["field"] == "image"
+
+
+def test_mathvista_free_form_and_multi_choice(tmp_path, vqa_parquet):
+    rows, rej = _read(tmp_path, vqa_parquet, "mathvista", category="math")
+    mc, ff = rows[0], rows[1]
+    assert mc["id"] == "mathvista-1" and mc["choices"] == ["1", "2", "3"] and mc["answer"] == "2"
+    assert "choices" not in ff and ff["answer"] == "1" and ff["meta"]["answer_type"] == "integer"
+    assert rej[6]["field"] == "answer" and rej[7]["field"] == "image"
+
+
+def test_mmstar_embedded_options(tmp_path, vqa_parquet):
+    rows, rej = _read(tmp_path, vqa_parquet, "mmstar", category="perception")
+    assert rows[0]["choices"] == ["a red, round ball", "a cube", "a cone", "nothing"]
+    assert rows[0]["answer"] == "a red, round ball" and rows[0]["meta"]["answer_letter"] == "A"
+    assert rows[2]["answer"] == "a cone" and rows[2]["id"] == "mmstar-2"
+    assert rej[6]["field"] == "answer" and rej[7]["field"] == "image"
+
+
+def test_parse_embedded_options_requires_ordered_letters():
+    assert adapters.parse_embedded_options("Q?\nOptions: A: x, B: y") == ("Q?", ["x", "y"])
+    assert adapters.parse_embedded_options("Q? no options") is None
+    assert adapters.parse_embedded_options("Q?\nOptions: B: x, A: y") is None
+
+
+def test_too_many_bad_rows_stop_with_the_file_named(tmp_path, vqa_parquet):
+    f = tmp_path / "ai2d.parquet"
+    vqa_parquet("ai2d", f, n=2)  # 2 good, 2 bad: 50% rejected
+    with pytest.raises(DataError, match=r"ai2d\.parquet: 2 of 4 rows rejected"):
+        adapters.read_source("ai2d", str(f), category="math", out_dir=tmp_path / "o", max_rejected_share=0.05)
+
+
+def test_max_rows_directory_and_unknown_adapter(tmp_path, vqa_parquet):
+    vqa_parquet("chartqa", tmp_path / "d" / "train-00000.parquet", n=4, bad=False)
+    vqa_parquet("chartqa", tmp_path / "d" / "train-00001.parquet", n=4, bad=False)
+    rows, _ = adapters.read_source("chartqa", str(tmp_path / "d"), category="chart", out_dir=tmp_path / "o",
+                                   max_rejected_share=0.0)
+    assert len(rows) == 8 and len({r["id"] for r in rows}) == 8, "ids unique across files"
+    rows, _ = adapters.read_source("chartqa", str(tmp_path / "d"), category="chart", out_dir=tmp_path / "o",
+                                   max_rejected_share=0.0, max_rows=5)
+    assert len(rows) == 5
+    with pytest.raises(ValueError, match="unknown adapter 'vqa9'"):
+        adapters.read_source("vqa9", str(tmp_path / "d"), category="chart", out_dir=tmp_path, max_rejected_share=0)
+    with pytest.raises(FileNotFoundError, match="no parquet files"):
+        adapters.read_source("chartqa", str(tmp_path / "nope"), category="chart", out_dir=tmp_path,
+                             max_rejected_share=0)
+
+
+def test_source_on_s3(tmp_path, vqa_parquet, s3_bucket):
+    from srcal import store
+
+    f = tmp_path / "ai2d.parquet"
+    vqa_parquet("ai2d", f, n=3, bad=False)
+    bucket, _ = store.split_s3(s3_bucket)
+    store.s3_client().upload_file(str(f), bucket, "releases/ai2d/test-00000.parquet")
+    rows, rejected = adapters.read_source("ai2d", f"{s3_bucket}/releases/ai2d", category="math",
+                                          out_dir=tmp_path / "o", max_rejected_share=0.0)
+    assert len(rows) == 3 and not rejected
