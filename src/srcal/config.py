@@ -46,6 +46,16 @@ class ShapesWorldConfig:
     image_size: int = _help("Image side in pixels.", default=48, meta={"min": 16})
     grid: int = _help("Cells per side of the object grid (3 → 3×3 cells).", default=3, meta={"min": 2, "max": 6})
     max_objects: int = _help("Most objects in a perception/math scene.", default=4, meta={"min": 1})
+    min_objects: int = _help(
+        "Fewest objects in a perception/math scene; more objects make counting and 'where' harder.",
+        default=1,
+        meta={"min": 1},
+    )
+    math_chart_share: float = _help(
+        "Share of math questions asked about bar charts (sums/differences) rather than objects (counts).",
+        default=0.5,
+        meta={"min": 0.0, "max": 1.0},
+    )
     colors: list[str] = _help(
         "Colour vocabulary.", default_factory=lambda: ["red", "green", "blue", "yellow"]
     )
