@@ -116,6 +116,10 @@ class TinyModelConfig:
     text_heads: int = _help("LM attention heads.", default=2)
     text_intermediate: int = _help("LM MLP width (0 = 2 × text_hidden).", default=0, meta={"min": 0})
     vocab_size: int = _help("Byte-level BPE vocabulary size.", default=600)
+    corpus_samples: int = _help(
+        "Shapes-world samples whose text (questions, RAPs, descriptions) trains the tokenizer.",
+        default=1500, meta={"min": 1},
+    )
 
 
 @dataclass
@@ -139,6 +143,10 @@ class BaseTrainConfig:
     steps: int = _help("Optimizer steps.", default=600, meta={"min": 0})
     batch_size: int = _help("Examples per device step.", default=32, meta={"min": 1})
     lr: float = _help("AdamW learning rate (notes §9: 5e-4 learns, 2e-3 stalls).", default=5e-4, meta={"min": 0.0})
+    warmup_ratio: float = _help("Share of steps with linear LR warm-up (then cosine decay).", default=0.05,
+                                meta={"min": 0.0, "max": 1.0})
+    weight_decay: float = _help("AdamW weight decay.", default=0.0, meta={"min": 0.0})
+    max_grad_norm: float = _help("Gradient-norm clip.", default=1.0, meta={"min": 0.0})
 
 
 @dataclass
@@ -166,6 +174,16 @@ class TeacherConfig:
         default=0.5,
         meta={"min": 0.0, "max": 1.0},
     )
+    max_tokens: int = _help("Generation budget of one teacher reply.", default=512, meta={"min": 1})
+    temperature: float = _help("Teacher sampling temperature (0 = greedy).", default=0.0, meta={"min": 0.0})
+    use_dataset_rationales: bool = _help(
+        "With kind 'openai': rows that ship a rationale/solution use it instead of calling the endpoint.",
+        default=False,
+    )
+    cache_dir: str = _help(
+        "Directory of the teacher-reply cache (JSONL per teacher identity); '' = $SRCAL_CACHE_DIR/teacher.",
+        default="",
+    )
 
 
 @dataclass
@@ -190,6 +208,12 @@ class RFTConfig:
     grad_accum: int = _help("Gradient accumulation steps.", default=1, meta={"min": 1})
     max_length: int = _help("Max tokens per example (0 = no truncation).", default=0, meta={"min": 0})
     save_steps: int = _help("Checkpoint every N steps for resume (0 = end only).", default=50, meta={"min": 0})
+    lr_scheduler: str = _help("transformers LR schedule.", default="cosine",
+                              meta={"choices": ["linear", "cosine", "constant", "constant_with_warmup"]})
+    warmup_ratio: float = _help("Share of steps with linear LR warm-up.", default=0.03, meta={"min": 0.0, "max": 1.0})
+    max_grad_norm: float = _help("Gradient-norm clip.", default=1.0, meta={"min": 0.0})
+    logging_steps: int = _help("Log loss every N steps (train_log.jsonl).", default=10, meta={"min": 1})
+    gradient_checkpointing: bool = _help("Recompute activations to save memory (real models).", default=False)
     world_size: int = _help("Processes for accelerate/DeepSpeed (1 = plain).", default=1, meta={"min": 1})
     deepspeed: str = _help("DeepSpeed config file in the repo ('' = off).", default="")
 
