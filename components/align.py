@@ -1,0 +1,18 @@
+"""``align``: DPO with the SFT term on the curated pairs; the round's new policy."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def align_op(recipe: str, overrides: str, num_nodes: int, s3_secret: str, pairs: Input[Dataset], policy: Input[Model],
+             base: Input[Model], data: Input[Dataset], aligned: Output[Model]):
+    """Run the ``align`` stage: in this pod (accelerate/DeepSpeed across its GPUs when
+    ``align.world_size`` > 1), or as a Kubeflow Trainer TrainJob over ``num_nodes`` nodes."""
+    from srcal import trainjob
+
+    trainjob.run_training_stage("align", recipe, overrides,
+                                {"pairs": pairs, "policy": policy, "base": base, "data": data}, aligned,
+                                num_nodes=num_nodes, s3_secret=s3_secret)

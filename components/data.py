@@ -1,0 +1,21 @@
+"""``data``: build (or import) the disjoint RFT / calibration / eval splits."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def data_op(recipe: str, overrides: str, data_uri: str, data: Output[Dataset]):
+    """Run the ``data`` stage into ``data``; with ``data_uri`` set, copy that finished artifact instead.
+
+    ``data_uri`` lets a team build the splits once (``srcal data build --out s3://…``) and reuse them
+    across scheduled runs; it must be a complete srcal artifact (completion marker present).
+    """
+    from srcal import pipeline
+
+    if data_uri:
+        pipeline.import_artifact(data_uri, data.path)
+    else:
+        pipeline.run_stage("data", recipe, overrides, {}, data.path)

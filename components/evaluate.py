@@ -1,0 +1,18 @@
+"""``eval``: accuracy and rationale metrics of one model on the held-out split."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def eval_op(recipe: str, overrides: str, round_name: str, model: Input[Model], base: Input[Model],
+            data: Input[Dataset], evaluation: Output[Dataset], metrics: Output[Metrics]):
+    """Run the ``eval`` stage for ``round_name`` (base, rft, round1…); numeric metrics also go to the
+    KFP Metrics artifact so the UI shows them and *Compare runs* can plot them."""
+    from srcal import pipeline
+
+    pipeline.run_stage("eval", recipe, overrides, {"model": model.path, "base": base.path, "data": data.path},
+                       evaluation.path, options={"round": round_name})
+    pipeline.log_metrics(metrics, evaluation.path, "metrics.json")

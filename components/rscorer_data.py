@@ -1,0 +1,16 @@
+"""``rscorer-data``: labelled response pairs (both orders) to train the R-Scorer judge."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def rscorer_data_op(recipe: str, overrides: str, data: Input[Dataset], base: Input[Model], rft: Input[Model],
+                    rscorer_data: Output[Dataset]):
+    """Run the ``rscorer-data`` stage."""
+    from srcal import pipeline
+
+    pipeline.run_stage("rscorer-data", recipe, overrides, {"data": data.path, "base": base.path, "rft": rft.path},
+                       rscorer_data.path)

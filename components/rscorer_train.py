@@ -1,0 +1,18 @@
+"""``rscorer-train``: train the R-Scorer judge; its held-out agreement goes to the Metrics artifact."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def rscorer_train_op(recipe: str, overrides: str, rscorer_data: Input[Dataset], judge: Output[Model],
+                     judge_eval: Output[Dataset], metrics: Output[Metrics]):
+    """Run the ``rscorer-train`` stage. ``judge_eval`` is a small copy of its held-out metrics and
+    summary, so the report does not download the judge weights."""
+    from srcal import pipeline
+
+    pipeline.run_stage("rscorer-train", recipe, overrides, {"rscorer_data": rscorer_data.path}, judge.path)
+    pipeline.extract_files(judge.path, judge_eval.path, ["heldout_metrics.json", "summary.json"])
+    pipeline.log_metrics(metrics, judge.path, "heldout_metrics.json")

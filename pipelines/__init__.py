@@ -1,0 +1,1 @@
+"""The srcal KFP pipeline (``srcal_pipeline.py``) and its compiled, checked-in YAML."""
