@@ -73,9 +73,17 @@ class DataSource:
         default="chartqa",
         meta={"choices": ["chartqa", "aokvqa", "scienceqa", "ai2d", "mathvista", "mmstar"]},
     )
-    path: str = _help("Parquet file or directory (local path or s3://).", default="")
+    path: str = _help("Parquet file, directory of parquet files, or s3:// prefix.", default="")
+    name: str = _help(
+        "Label written to each sample's `source` and prefixed to its id and image file (default: the adapter "
+        "name); needed when two sources use the same adapter.",
+        default="",
+    )
     category: Literal["perception", "chart", "math"] = _help("Category this source feeds.", default="chart")
-    split: str = _help("Which of our splits it may feed: rft/calib (pool) or eval.", default="pool")
+    split: Literal["pool", "eval"] = _help(
+        "'pool' feeds the rft, calib and eval splits; 'eval' (e.g. a benchmark's test set) feeds only eval.",
+        default="pool",
+    )
     max_rows: int = _help("Cap on rows read (0 = all).", default=0, meta={"min": 0})
 
 
