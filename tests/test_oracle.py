@@ -252,5 +252,17 @@ def test_noise_position_bias_and_ties_have_their_effect(samples):
     ]
     assert set(ties) == {"C"}
     assert rate(lambda x: x == "C", noise=0, position_bias=0, tie_margin=100.0) == 1.0
+    # a margin between the two gaps: a missing step (gap ≤ COMPLETENESS_BONUS) ties, a wrong claim (gap ≥ 1) does not
+    mixed = []
+    for s, g, _ in pairs[:300]:
+        mixed.append((s, g, corrupt_rap(s, g, "missing_step", rng), "C"))
+        mixed.append((s, g, corrupt_rap(s, g, "wrong_claim", rng), "A"))
+    for margin, expect_missing in ((0.75, "C"), (0.0, "A")):
+        got = [
+            oracle_judge(s, g, b, noise=0, position_bias=0, tie_margin=margin, rng=rng).label
+            for s, g, b, _ in mixed
+        ]
+        want = [expect_missing if w == "C" else "A" for *_, w in mixed]
+        assert got == want
     v = oracle_judge(*pairs[0], noise=0, position_bias=0, tie_margin=0, rng=rng)
     assert v.errors_a == 0 and v.errors_b >= 1 and v.quality_a > v.quality_b and v.clean_label == "A"

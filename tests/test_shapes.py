@@ -209,3 +209,21 @@ def test_generation_is_fast(cfg):
     t0 = time.perf_counter()
     generate_samples(cfg, 200, "perception", 0, "speed")
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_small_corpus_already_covers_every_word_the_world_uses(cfg):
+    """The coverage sentences make the vocabulary closed even for a tiny corpus: every word of 600 fresh
+    questions, descriptions and teacher/corrupted RAPs occurs in corpus(n=10)."""
+    import random
+
+    from srcal.data import oracle
+
+    vocab = set(re.findall(r"[A-Za-z]+|\d+", " ".join(corpus(cfg, 10, 5))))
+    rng = random.Random(0)
+    for cat in shapes.CATEGORIES:
+        for s, _ in generate_samples(cfg, 200, cat, 9, "cov"):
+            rap = oracle.teacher_rap(s, rng)
+            texts = [s["question"], describe_scene(s["scene"]), rap]
+            texts += [oracle.corrupt_rap(s, rap, k, rng) for k in oracle.CORRUPTIONS]
+            missing = set(re.findall(r"[A-Za-z]+|\d+", " ".join(texts))) - vocab
+            assert not missing, (missing, texts)

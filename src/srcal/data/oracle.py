@@ -581,7 +581,7 @@ def _false_variants(claim: Claim, scene: dict) -> list[dict]:
     elif claim.kind == "num_cmp":
         out.append({**a, "rel": "less" if a["rel"] == "more" else "more"})
     elif claim.kind == "arith":
-        out += [{**a, "c": c} for c in (a["c"] - 1, a["c"] + 1)]
+        out += [{**a, "c": c} for c in (a["c"] - 1, a["c"] + 1) if c >= 0]  # no new "-" token
     elif claim.kind == "empty":
         pass
     elif claim.kind == "bar_count":

@@ -501,23 +501,50 @@ def corpus(cfg: ShapesWorldConfig, n: int, seed: int) -> list[str]:
 
 
 def _coverage_sentences(cfg: ShapesWorldConfig) -> list[str]:
+    """One sentence per template and vocabulary item, so every word and number is in the corpus."""
+    grid, colors, shapes_ = cfg.grid, cfg.colors, cfg.shapes
     out = []
-    for r in range(cfg.grid):
-        for c in range(cfg.grid):
-            for color in cfg.colors:
-                for shape in cfg.shapes:
-                    out.append(
-                        obj_sentence(
-                            {"row": r, "col": c, "color": color, "shape": shape}, cfg.grid, r * cfg.grid + c
-                        )
-                    )
-            pos = position_name(r, c, cfg.grid)
+    for r in range(grid):
+        for c in range(grid):
+            pos = position_name(r, c, grid)
+            for i, (color, shape) in enumerate((co, sh) for co in colors for sh in shapes_):
+                out.append(
+                    obj_sentence({"row": r, "col": c, "color": color, "shape": shape}, grid, r + c + i)
+                )
             out += [t.format(pos=pos) for t in EMPTY_TEMPLATES]
-    top = max(cfg.max_value * 2, cfg.max_objects * 2)
+            out += [
+                t.format(pos=pos) for t in QUESTION_TEMPLATES["color_at"] + QUESTION_TEMPLATES["shape_at"]
+            ]
+            out.append(f"Answer: {pos}")
+    # numbers: every value an answer or arithmetic step can take (bar sums reach 2 * max_value - 1)
+    top = max(2 * cfg.max_value, cfg.max_objects)
     for n in range(top + 1):
-        out.append(f"{n} plus {n} is {2 * n}. {top} minus {n} is {top - n}. Answer: {n}")
-    for color in cfg.colors:
-        for k in range(len(BAR_TEMPLATES)):
-            out.append(bar_sentence(color, k + 1, k))
-        out += [extreme_sentence(color, ext, k) for ext in ("tallest", "shortest") for k in range(2)]
+        out.append(f"{n} plus {n % 3} is {n + n % 3}. {n} minus {n % 2} is {n - n % 2}.\nAnswer: {n}")
+        out.append(f"{n} is more than {n // 2}. {n // 2} is less than {n}.")
+    for k in range(len(COUNT_TEMPLATES)):
+        for n in range(cfg.max_objects + 1):
+            out += [count_sentence(n, None, None, k)] + [count_sentence(n, None, s, k) for s in shapes_]
+            out += [count_sentence(n, c, None, k) for c in colors]
+    for k, color in enumerate(colors):
+        out += [bar_sentence(color, k % cfg.max_value + 1, j) for j in range(len(BAR_TEMPLATES))]
+        out += [extreme_sentence(color, ext, j) for ext in ("tallest", "shortest") for j in range(2)]
+        out += [f"Answer: {color}", cmp_sentence(color, colors[k - 1], k % 2 == 0)]
+    for shape in shapes_:
+        out.append(f"Answer: {shape}")
+    out += [conclusion_sentence(a, k) for k, a in enumerate(("yes", "no", "yes"))]
+    out += ["Answer: yes", "Answer: no"]
+    for templates in QUESTION_TEMPLATES.values():
+        for t in templates:
+            out.append(
+                t.format(
+                    color=colors[0],
+                    shape=shapes_[0],
+                    c1=colors[0],
+                    c2=colors[1],
+                    what=what_phrase(colors[0], None, 2),
+                    s1=shapes_[0],
+                    s2=shapes_[1],
+                    pos="center",
+                )
+            )
     return out
