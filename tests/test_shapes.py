@@ -68,6 +68,13 @@ def test_same_seed_same_samples_and_png_bytes(cfg):
     assert [png_bytes(im) for _, im in a] == [png_bytes(im) for _, im in b]
 
 
+def test_prefix_stable(cfg):
+    """Asking for more samples returns the same first ones (data.build over-generates and relies on it)."""
+    few = generate_samples(cfg, 10, "math", 3, "p")
+    many = generate_samples(cfg, 25, "math", 3, "p")
+    assert [s for s, _ in few] == [s for s, _ in many[:10]]
+
+
 def test_different_seed_or_prefix_differs(cfg):
     a = [s["scene"] for s, _ in generate_samples(cfg, 20, "chart", 1, "rft")]
     b = [s["scene"] for s, _ in generate_samples(cfg, 20, "chart", 2, "rft")]
