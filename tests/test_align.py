@@ -85,7 +85,7 @@ def test_align_trains_a_new_lora_on_the_previous_policy(world, tmp_path):
     from srcal.models.loading import load_policy, read_meta
 
     out = tmp_path / "round1"
-    summary = run_align(_recipe(), dict(world), out, name="round1")
+    summary = run_align(_recipe(), dict(world), out, round="round1")
     train = summary["train"]
     assert train["steps"] == 3 and train["loss_finite"]
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
@@ -123,7 +123,7 @@ def test_too_few_pairs_is_a_clear_error_before_trl(world, tmp_path):
     from srcal.stages import StageError
 
     with pytest.raises(StageError, match=r"only 12 preference pairs.*curate.min_margin.*curate.min_confidence"):
-        run_align(_recipe("curate.min_pairs=50"), dict(world), tmp_path / "x", name="round1")
+        run_align(_recipe("curate.min_pairs=50"), dict(world), tmp_path / "x", round="round1")
     assert not (tmp_path / "x" / "adapter_model.safetensors").exists()
 
 
@@ -138,6 +138,6 @@ def test_deepspeed_zero_two_process_cpu_smoke(world, tmp_path, stage):
     assert cfg.exists()
     recipe = _recipe("align.world_size=2", f"align.deepspeed={cfg}", "align.batch_size=2")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(tmp_path.parent / "torch_ext"))
-    summary = run_align(recipe, dict(world), tmp_path / f"z{stage}", name="round1")
+    summary = run_align(recipe, dict(world), tmp_path / f"z{stage}", round="round1")
     assert summary["train"]["loss_finite"] and summary["train"]["steps"] == 3
     assert (tmp_path / f"z{stage}" / "adapter_model.safetensors").exists()

@@ -204,7 +204,7 @@ def _launch_distributed(recipe, inputs: dict[str, Path], out: Path, world_size: 
 
 
 def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dict[str, Any]:
-    """Stage ``align``: pairs + previous policy → a model artifact one LoRA deeper (``name`` option).
+    """Stage ``align``: pairs + previous policy → a model artifact one LoRA deeper, named by the ``round`` option.
 
     Inputs: ``pairs`` (curate output), ``policy`` (RFT or previous round's model artifact), ``base`` (the
     base LVLM dir), ``data`` (for the images). Raises StageError before touching TRL when there are fewer
@@ -214,7 +214,7 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
     from srcal.stages import StageError
 
     t0 = time.time()
-    name = options.get("name", "align")
+    name = options.get("round", "align")
     pairs = _read_jsonl(Path(inputs["pairs"]) / "pairs.jsonl")
     if len(pairs) < recipe.curate.min_pairs:
         raise StageError(too_few_pairs_message(len(pairs), recipe.curate.min_pairs))

@@ -71,6 +71,17 @@ def cmd_stage(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from srcal import flow
+
+    result = flow.run_flow(_recipe(args), args.out, retries=args.retries, force=args.force)
+    ran = sum(1 for r in result["steps"] if r["status"] == "ran")
+    print(f"srcal run: {ran} of {len(result['steps'])} steps ran, the rest were complete; "
+          f"{result['wall_s']:.0f} s. metrics.json, report.md, report.html in:", file=sys.stderr)
+    print(result["out"])
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -98,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--out", required=True, help="local directory or s3://bucket/prefix")
     db.add_argument("--force", action="store_true", help="rebuild even if a complete artifact exists")
     db.set_defaults(func=cmd_data_build)
+
+    run = sub.add_parser("run", help="the whole method locally (Prefect), resumable; prints the run directory",
+                         description="Run data → base → RFT → R-Scorer → rounds of search/score/curate/align, "
+                         "evaluating every model; writes metrics.json, report.md, report.html. A re-run with "
+                         "the same recipe skips every finished step and redoes only what changed.")
+    _add_recipe_args(run)
+    run.add_argument("--out", default=None, help="run directory: local path or s3://bucket/prefix "
+                     "(default: ./runs/<recipe>)")
+    run.add_argument("--retries", type=int, default=1, help="retries per step for transient failures (default 1)")
+    run.add_argument("--force", action="append", default=[], metavar="STEP",
+                     help="recompute this step even if complete, e.g. --force round1/align (repeatable)")
+    run.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("stage", help="run one stage from input URIs to an output URI (what components call)")
     sp.add_argument("name", help="stage name")

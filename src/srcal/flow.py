@@ -1,0 +1,242 @@
+"""``srcal run``: the whole SRC method, locally, as a resumable Prefect flow over the stage functions.
+
+The flow only *wires* stages; every step is ``srcal.stages.execute(name, recipe, inputs, output, ...)`` —
+the very call a KFP component makes — so there is no second implementation of any stage here. What
+this module adds is what a local orchestrator is for:
+
+* **the plan** (:func:`plan_run`): the DAG of the method as an ordered list of steps with their run-directory
+  layout (DESIGN §4)::
+
+      data/  base/  rft/  rscorer/data/  rscorer/judge/
+      round1/search/  round1/score/  round1/curate/  round1/align/   (… round2/, round3/)
+      eval/base/  eval/rft/  eval/round1/ …   report/
+      metrics.json  report.md  report.html    (copied out of report/)
+
+  Round k searches with round k−1's policy (round 1: the RFT model) and trains round k's policy, which
+  is referenced to round k−1's (srcal.align);
+* **resume**: ``execute`` skips a step whose output is complete with the same resume key (recipe sections +
+  input content hashes + options), so re-running after a kill, or after changing one recipe value, redoes
+  only the steps that changed or never finished; a killed training step resumes from its checkpoints;
+* **retries**: each step is a Prefect task with ``retries``; errors that a retry cannot fix (a bad recipe,
+  too few pairs) are not retried;
+* **progress**: one line per step as it starts and ends (ran / skipped, seconds), and a summary table.
+
+Prefect's local API server starts by itself (ephemeral mode). :func:`configure_prefect` points
+``PREFECT_HOME`` into the run's cache, turns analytics off and raises the server start-up timeout so a
+first run on a fresh, loaded machine does not time out (notes/environment.md §6).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("srcal.flow")
+
+
+@dataclass
+class Step:
+    """One stage invocation of the plan: ``stage`` from ``inputs`` (name → URI) to ``output`` (a URI)."""
+
+    key: str  # the run-relative output path, unique, e.g. "round1/search"
+    stage: str
+    inputs: dict[str, str]
+    output: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def _join(root: str, rel: str) -> str:
+    from srcal import store
+
+    return store.join(root, *rel.split("/"))
+
+
+def round_names(recipe) -> list[str]:
+    """Evaluated models in order: base, rft, round1 … round<rounds>."""
+    return ["base", "rft"] + [f"round{k}" for k in range(1, recipe.rounds + 1)]
+
+
+def plan_run(recipe, out: str) -> list[Step]:
+    """The method as an ordered list of steps (a valid topological order of the DAG).
+
+    Search runs in ``search.shards`` shards merged by ``search-merge`` when more than one is asked for
+    (the pipeline fans them out; locally they run one after another). Evaluation of each model follows
+    the step that made it, so a run killed late still has the earlier rounds' metrics.
+    """
+    steps: list[Step] = []
+    u = lambda rel: _join(out, rel)
+
+    def add(key: str, stage: str, inputs: dict[str, str], **options: str) -> str:
+        steps.append(Step(key, stage, inputs, u(key), {k: str(v) for k, v in options.items()}))
+        return u(key)
+
+    data = add("data", "data", {})
+    base = add("base", "base", {"data": data})
+    add("eval/base", "eval", {"model": base, "base": base, "data": data}, round="base")
+    rft = add("rft", "rft", {"base": base, "data": data})
+    add("eval/rft", "eval", {"model": rft, "base": base, "data": data}, round="rft")
+    rdata = add("rscorer/data", "rscorer-data", {"data": data, "base": base, "rft": rft})
+    judge = add("rscorer/judge", "rscorer-train", {"rscorer_data": rdata})
+    policy = rft
+    for k in range(1, recipe.rounds + 1):
+        r = f"round{k}"
+        n = recipe.search.shards
+        if n == 1:
+            cands = add(f"{r}/search", "search", {"policy": policy, "base": base, "data": data},
+                        split="calib", shard="0/1", round=r)
+        else:
+            shards = {f"shard{i}": add(f"{r}/search-shards/{i}", "search",
+                                       {"policy": policy, "base": base, "data": data},
+                                       split="calib", shard=f"{i}/{n}", round=r)
+                      for i in range(n)}
+            cands = add(f"{r}/search", "search-merge", shards)
+        judg = add(f"{r}/score", "score", {"candidates": cands, "judge": judge, "data": data})
+        pairs = add(f"{r}/curate", "curate", {"judgments": judg, "candidates": cands, "data": data})
+        policy = add(f"{r}/align", "align", {"pairs": pairs, "policy": policy, "base": base, "data": data}, round=r)
+        add(f"eval/{r}", "eval", {"model": policy, "base": base, "data": data}, round=r)
+    report_inputs = {f"eval_{name}": u(f"eval/{name}") for name in round_names(recipe)}
+    report_inputs["judge"] = judge
+    for k in range(1, recipe.rounds + 1):
+        for part in ("search", "score", "curate", "align"):
+            report_inputs[f"round{k}_{part}"] = u(f"round{k}/{part}")
+    for key in ("data", "base", "rft", "rscorer/data"):
+        report_inputs[key.replace("/", "_")] = u(key)
+    add("report", "report", report_inputs)
+    return steps
+
+
+def default_out(recipe_name: str) -> str:
+    return str(Path("runs") / Path(recipe_name).stem)
+
+
+def configure_prefect(out: str) -> None:
+    """Environment for Prefect's ephemeral local API, set before ``prefect`` is imported.
+
+    * ``PREFECT_HOME`` in the run's cache (``<run>/.prefect`` for a local run, the srcal cache for S3), so
+      runs do not share one SQLite file and nothing lands in ``~/.prefect``;
+    * start-up timeout 180 s: the first start migrates a fresh database, which took ~25 s on a loaded
+      2-core machine and hit Prefect's default limit (notes/environment.md §6);
+    * analytics off (no network here), Prefect's own log lines at WARNING so the progress lines stay
+      readable. A user's explicit settings (e.g. ``PREFECT_API_URL`` of a real server) win.
+    """
+    import hashlib
+
+    from srcal import store
+
+    if store.is_s3(out):
+        home = store.cache_root() / "prefect" / hashlib.sha256(out.encode()).hexdigest()[:12]
+    else:
+        home = Path(out).resolve() / ".prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    for k, v in {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_TO_API_ENABLED": "false",
+    }.items():
+        os.environ.setdefault(k, v)
+
+
+class Progress:
+    """One line per step on stderr (works in a terminal, a CI log and a pod log alike)."""
+
+    def __init__(self, total: int, stream=None):
+        self.total, self.done, self.stream = total, 0, stream or sys.stderr
+        self.rows: list[dict[str, Any]] = []
+
+    def start(self, step: Step) -> None:
+        print(f"[{self.done + 1:2d}/{self.total}] {step.key:22s} {step.stage:14s} running …",
+              file=self.stream, flush=True)
+
+    def end(self, step: Step, status: str, seconds: float, note: str = "") -> None:
+        self.done += 1
+        self.rows.append({"step": step.key, "stage": step.stage, "status": status, "seconds": round(seconds, 1)})
+        print(f"[{self.done:2d}/{self.total}] {step.key:22s} {step.stage:14s} {status:8s} {seconds:7.1f}s {note}",
+              file=self.stream, flush=True)
+
+
+def _not_retryable(exc: BaseException) -> bool:
+    from srcal.config import RecipeError
+    from srcal.stages import StageError
+
+    return isinstance(exc, (RecipeError, StageError, KeyboardInterrupt))
+
+
+def _retry_condition(task, task_run, state) -> bool:
+    """Prefect asks before each retry: retry transient failures, not configuration errors."""
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as e:  # noqa: BLE001 - we only classify the exception
+        return not _not_retryable(e)
+    return True
+
+
+def _step_note(summary: dict[str, Any]) -> str:
+    counts = summary.get("counts")
+    if isinstance(counts, dict):
+        return " ".join(f"{k}={v}" for k, v in list(counts.items())[:4])
+    return ""
+
+
+def run_flow(recipe, out: str | None = None, *, retries: int = 1, force: list[str] | None = None,
+             stream=None) -> dict[str, Any]:
+    """Run (or resume) the whole method into ``out``; returns ``{"out", "steps": [...], "wall_s"}``.
+
+    ``force`` lists step keys (e.g. ``round1/align``) to recompute even if complete.
+    """
+    from srcal import store
+
+    out = (out or default_out(recipe.name)).rstrip("/")
+    if not store.is_s3(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        out = str(Path(out).resolve())
+    configure_prefect(out)
+    from prefect import flow, task
+
+    steps = plan_run(recipe, out)
+    force = set(force or [])
+    progress = Progress(len(steps), stream)
+
+    @task(name="stage", retries=retries, retry_delay_seconds=2, retry_condition_fn=_retry_condition,
+          task_run_name="{step_key}")
+    def stage_task(step_key: str, step: Step) -> dict[str, Any]:
+        from srcal import stages
+
+        return stages.execute(step.stage, recipe, step.inputs, step.output, force=step.key in force,
+                              **step.options)
+
+    @flow(name=f"srcal-{recipe.name}", log_prints=False, validate_parameters=False)
+    def srcal_run() -> list[dict[str, Any]]:
+        for step in steps:
+            progress.start(step)
+            t0 = time.time()
+            summary = stage_task(step.key, step)
+            status = "skipped" if summary.get("skipped") else "ran"
+            progress.end(step, status, time.time() - t0, _step_note(summary))
+        return progress.rows
+
+    t0 = time.time()
+    srcal_run()
+    wall = time.time() - t0
+    publish_run_files(out, wall, progress.rows)
+    return {"out": out, "steps": progress.rows, "wall_s": round(wall, 1)}
+
+
+def publish_run_files(out: str, wall_s: float, rows: list[dict[str, Any]]) -> None:
+    """Copy ``metrics.json``, ``report.md`` and ``report.html`` from ``report/`` to the run directory's
+    top, adding this invocation's wall time and what ran or was skipped (``run`` key) to metrics.json."""
+    from srcal import store
+
+    report = store.join(out, "report")
+    metrics = store.read_json(report, "metrics.json")
+    metrics["run"] = {"wall_s": round(wall_s, 1), "steps": rows}
+    store.write_json(out, "metrics.json", metrics)
+    store.write_bytes(out, "report.html", store.read_bytes(report, "report.html"))  # self-contained
+    md = store.read_text(report, "report.md").replace("](plots/", "](report/plots/")
+    store.write_text(out, "report.md", md)
