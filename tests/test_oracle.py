@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from srcal.config import ShapesWorldConfig
 from srcal.data import oracle
 from srcal.data.oracle import CORRUPTIONS, answers_match, assess, corrupt_rap, oracle_judge, teacher_rap
-from srcal.data.shapes import CATEGORIES, generate_samples
+from srcal.data.shapes import CATEGORIES, generate_samples, obj_sentence
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +267,28 @@ def test_noise_position_bias_and_ties_have_their_effect(samples):
         assert got == want
     v = oracle_judge(*pairs[0], noise=0, position_bias=0, tie_margin=0, rng=rng)
     assert v.errors_a == 0 and v.errors_b >= 1 and v.quality_a > v.quality_b and v.clean_label == "A"
+
+
+def test_other_world_settings_stay_self_consistent():
+    """A 4×4 grid, 6 objects and a vowel colour ("an orange circle"): teacher still perfect, corruptions worse."""
+    cfg = ShapesWorldConfig(colors=["orange", "red", "purple"], grid=4, max_objects=6, max_value=12)
+    rng = random.Random(0)
+    for cat in CATEGORIES:
+        for s, _ in generate_samples(cfg, 40, cat, 0, "w"):
+            rap = teacher_rap(s, rng)
+            good = assess(s, rap)
+            assert (good.factuality, good.consistent, good.correct, good.completeness) == (
+                1.0,
+                True,
+                True,
+                1.0,
+            )
+            for kind in CORRUPTIONS:
+                bad = assess(s, corrupt_rap(s, rap, kind, rng))
+                assert oracle.response_quality(bad) < oracle.response_quality(good)
+    orange = {"row": 0, "col": 0, "color": "orange", "shape": "circle"}
+    for k in range(4):  # the four indefinite templates
+        sentence = obj_sentence(orange, 3, k)
+        assert re.search(r"\b[Aa]n orange circle", sentence), sentence
+        sample = _objects_sample([orange], {"type": "color_at", "row": 0, "col": 0}, "orange")
+        assert assess(sample, f"{sentence}\nAnswer: orange").factuality == 1.0

@@ -133,6 +133,7 @@ _SLOT = {
 
 
 def _compile(template: str) -> re.Pattern:
+    """A template as a regex over normalised sentences; "a {color}" also accepts "an" (an orange ...)."""
     out = []
     for part in re.split(r"(\{\w+\})", template.lower().rstrip(".?!")):
         if part.startswith("{"):
@@ -269,19 +270,14 @@ def check_claim(claim: Claim, scene: dict) -> bool:
     raise ValueError(f"unknown claim kind {claim.kind}")
 
 
-def render_claim(kind: str, k: int, args: dict, grid: int = 3) -> str:
+def render_claim(kind: str, k: int, args: dict) -> str:
     """A claim as a sentence with template ``k`` (inverse of ``parse_claim``)."""
-    a = dict(args)
     if kind == "count":
-        return W.count_sentence(a["n"], a["color"], a["shape"], k)
+        return W.count_sentence(args["n"], args["color"], args["shape"], k)
     if kind == "bar_count":
-        return W.BAR_COUNT_TEMPLATES[k].format(be="is" if a["n"] == 1 else "are", n=a["n"])
+        return W.BAR_COUNT_TEMPLATES[k].format(be="is" if args["n"] == 1 else "are", n=args["n"])
     templates = _KIND_TEMPLATES[kind]
-    if kind == "bar":
-        a["v"] = a["v"]
-    text = templates[k % len(templates)].format(**a)
-    text = re.sub(r"\ba (?=[aeiou])", "an ", text)
-    return text[0].upper() + text[1:]
+    return W.finish_sentence(templates[k % len(templates)].format(**args))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -621,7 +617,7 @@ def _hallucinated_claim(sample: dict, rng: random.Random) -> str:
             args = {"color": rng.choice(colors), "v": rng.randint(1, vocab.get("max_value", 9))}
             claim = Claim("bar", rng.randrange(len(W.BAR_TEMPLATES)), args, "")
         if not check_claim(claim, scene):
-            return render_claim(claim.kind, claim.template, claim.args, grid)
+            return render_claim(claim.kind, claim.template, claim.args)
     raise RuntimeError("could not find a false claim for this scene")  # pragma: no cover
 
 
@@ -636,7 +632,6 @@ def corrupt_rap(sample: dict, rap: str, kind: str, rng: random.Random, prefix: s
     parsed = parse_rap(rap, prefix)
     sentences = list(parsed.sentences)
     answer = parsed.answer if parsed.answer is not None else short_answer_text(sample)
-    grid = _grid(sample["scene"])
     if kind in ("wrong_claim", "misread"):
         candidates = [
             (i, c, v)
@@ -648,7 +643,7 @@ def corrupt_rap(sample: dict, rap: str, kind: str, rng: random.Random, prefix: s
             moved = []
             for i, c, v in candidates:
                 trial = list(sentences)
-                trial[i] = render_claim(c.kind, c.template, v, grid)
+                trial[i] = render_claim(c.kind, c.template, v)
                 claims = [x for x in (parse_claim(s) for s in trial) if x is not None]
                 new = implied_answer(sample, claims)
                 if new is not None and not answers_match(new, sample["answer"]):
@@ -661,7 +656,7 @@ def corrupt_rap(sample: dict, rap: str, kind: str, rng: random.Random, prefix: s
                 moved = [(i, None, wrong, "no")]
             if moved:
                 i, c, v, new = rng.choice(moved)
-                sentences[i] = v if c is None else render_claim(c.kind, c.template, v, grid)
+                sentences[i] = v if c is None else render_claim(c.kind, c.template, v)
                 sentences = [
                     W.conclusion_sentence(new, rng.randrange(3)) if parse_conclusion(s) else s
                     for s in sentences
@@ -669,7 +664,7 @@ def corrupt_rap(sample: dict, rap: str, kind: str, rng: random.Random, prefix: s
                 return render_rap(sentences, new, prefix)
         elif candidates:
             i, c, v = rng.choice(candidates)
-            sentences[i] = render_claim(c.kind, c.template, v, grid)
+            sentences[i] = render_claim(c.kind, c.template, v)
             return render_rap(sentences, answer, prefix)
     elif kind == "missing_step":
         relevant = _claim_indices(sample, sentences, True)

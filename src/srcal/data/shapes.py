@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,17 +175,23 @@ def what_phrase(color: str | None, shape: str | None, n: int) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Sentences (one checkable claim each); templates are chosen by ``k`` (index) so callers control variety.
 # ---------------------------------------------------------------------------------------------------
+def finish_sentence(text: str) -> str:
+    """Capitalise the first letter and write "an" before a vowel ("an orange circle")."""
+    text = re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", text)
+    return text[0].upper() + text[1:]
+
+
 def obj_sentence(obj: dict, grid: int, k: int = 0) -> str:
     pos = position_name(obj["row"], obj["col"], grid)
-    return OBJ_TEMPLATES[k % len(OBJ_TEMPLATES)].format(color=obj["color"], shape=obj["shape"], pos=pos)
+    text = OBJ_TEMPLATES[k % len(OBJ_TEMPLATES)].format(color=obj["color"], shape=obj["shape"], pos=pos)
+    return finish_sentence(text)
 
 
 def count_sentence(n: int, color: str | None, shape: str | None, k: int = 0) -> str:
     what = what_phrase(color, shape, n)
     n_word = "no" if n == 0 else str(n)
     be = "is" if n == 1 else "are"
-    text = COUNT_TEMPLATES[k % len(COUNT_TEMPLATES)].format(be=be, n=n_word, what=what)
-    return text[0].upper() + text[1:]
+    return finish_sentence(COUNT_TEMPLATES[k % len(COUNT_TEMPLATES)].format(be=be, n=n_word, what=what))
 
 
 def bar_sentence(color: str, value: int, k: int = 0) -> str:
