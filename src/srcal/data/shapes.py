@@ -9,7 +9,9 @@ Two kinds of scene
 ------------------
 * ``objects``: up to ``max_objects`` coloured shapes (circle / square / triangle) in distinct cells of a
   ``grid``×``grid`` grid. With the defaults (48 px, 3×3) a cell is 16 px, i.e. exactly 2×2 CLIP patches of
-  8 px, so one object never straddles a patch boundary inside its cell (tiny LLaVA, notes §9).
+  8 px, so one object never straddles a patch boundary inside its cell (tiny LLaVA, notes §9). Shapes
+  keep a 15% margin inside their cell; there is no jitter, so the pixels are a pure function of the scene
+  (``tests/test_shapes.py`` decodes every fact back from the pixels with a fixed rule).
 * ``bars``: a bar chart of 2..``max_bars`` bars with distinct colours and distinct integer values
   1..``max_value``, left to right, on a white background with a baseline. Values are distinct so that
   "tallest"/"shortest" and "taller than" always have one answer.
@@ -19,8 +21,8 @@ Categories and question types (``scene["query"]["type"]``)
 * perception (objects): ``color_at``, ``shape_at`` (what is in a cell), ``exists`` (yes/no),
   ``where`` (position of a colour+shape that occurs once).
 * chart (bars): ``bar_value``, ``tallest``, ``shortest``, ``compare`` (yes/no: is X taller than Y?).
-* math: ``count`` (objects of a shape, of a colour, or all), ``count_sum`` (circles and squares together),
-  ``bar_sum``, ``bar_diff`` (bar arithmetic). ``math_chart_share`` of math samples use charts.
+* math: ``count`` (objects of a shape, of a colour, or all), ``count_sum`` (two shapes together, e.g. circles
+  and squares), ``bar_sum``, ``bar_diff`` (bar arithmetic). ``math_chart_share`` of math samples use charts.
 
 Answers are short and closed: a colour word, a shape word, a position ("top left"), a number written in
 digits, or yes/no.
@@ -35,8 +37,13 @@ that a model cannot satisfy the teacher by copying one template, but the vocabul
 cells, bars left to right): notes §10 found that a description in the same sentence form as the claims,
 in a fixed order, is what lets a tiny judge learn to compare.
 
-Positions are named ``top left … bottom right`` for 2×2 and 3×3 grids (``center`` for the middle cell),
-and ``row R column C`` (1-based) for larger grids.
+Positions are named ``top left … bottom right`` for 2×2 and 3×3 grids (``top middle``, ``middle left``,
+``center`` ... on 3×3), and ``row R column C`` (1-based) for larger grids.
+
+What a teacher rationale states (``srcal.data.oracle.required_facts``): the asked cell; the found object
+(or, for "no"/zero answers, every object); each counted object then the count; the per-shape counts then
+the sum; the asked bar values (all of them for tallest/shortest) then the comparison or arithmetic.
+Typical length with the defaults: 23 words (median 22, p90 35), about 28 byte-level BPE tokens.
 
 Determinism: ``generate_samples`` draws everything from ``random.Random`` seeded with the string
 ``"{seed}:{category}:{id_prefix}"`` and ``render_image`` is a pure function of the scene, so the same
