@@ -192,6 +192,11 @@ def test_describe_scene_fixed_order():
         "There is a red triangle in the top middle. "
         "There is a blue circle in the bottom right. There are 2 shapes."
     )
+    full = describe_scene({"kind": "objects", "grid": 2, "objects": scene["objects"][1:]}, include_empty=True)
+    assert full == (
+        "The top left cell is empty. There is a red triangle in the top right. The bottom left cell is empty. "
+        "The bottom right cell is empty. There is 1 shape."
+    )
     bars = {"kind": "bars", "bars": [{"color": "green", "value": 4}, {"color": "red", "value": 1}]}
     assert describe_scene(bars) == "The green bar is 4. The red bar is 1. There are 2 bars."
 

@@ -56,6 +56,11 @@ class ShapesWorldConfig:
         default=0.5,
         meta={"min": 0.0, "max": 1.0},
     )
+    describe_empty_cells: bool = _help(
+        "Judge's scene description also states each empty cell (describe_scene(include_empty=...)): "
+        "longer input, but every cell claim has a same-cell sentence to compare with.",
+        default=False,
+    )
     colors: list[str] = _help(
         "Colour vocabulary.", default_factory=lambda: ["red", "green", "blue", "yellow"]
     )

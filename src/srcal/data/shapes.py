@@ -226,15 +226,25 @@ def conclusion_sentence(answer: str, k: int = 0) -> str:
     return CONCLUSION_TEMPLATES[k % len(CONCLUSION_TEMPLATES)].format(answer=answer)
 
 
-def describe_scene(scene: dict) -> str:
+def describe_scene(scene: dict, include_empty: bool = False) -> str:
     """The judge's image description: every fact, canonical sentence forms, fixed order.
 
-    Objects in row-major order, then the object count; or bars left to right, then the bar count.
+    Objects in row-major order, then the object count; or bars left to right, then the bar count. With
+    ``include_empty`` every cell is stated ("The top middle cell is empty."), so a claim about any cell has
+    a sentence about the same cell to compare with (the layout notes §10 found easiest for a tiny judge),
+    at the cost of a longer description (grid² + 1 sentences).
     """
     if scene["kind"] == "objects":
-        objs = sorted(scene["objects"], key=lambda o: (o["row"], o["col"]))
-        parts = [obj_sentence(o, scene["grid"], 0) for o in objs]
-        parts.append(count_sentence(len(objs), None, None, 0))
+        grid = scene["grid"]
+        at = {(o["row"], o["col"]): o for o in scene["objects"]}
+        parts = []
+        for r in range(grid):
+            for c in range(grid):
+                if (r, c) in at:
+                    parts.append(obj_sentence(at[(r, c)], grid, 0))
+                elif include_empty:
+                    parts.append(EMPTY_TEMPLATES[0].format(pos=position_name(r, c, grid)).capitalize())
+        parts.append(count_sentence(len(at), None, None, 0))
     else:
         parts = [bar_sentence(b["color"], b["value"], 0) for b in scene["bars"]]
         n = len(scene["bars"])
