@@ -292,3 +292,46 @@ def test_other_world_settings_stay_self_consistent():
         assert re.search(r"\b[Aa]n orange circle", sentence), sentence
         sample = _objects_sample([orange], {"type": "color_at", "row": 0, "col": 0}, "orange")
         assert assess(sample, f"{sentence}\nAnswer: orange").factuality == 1.0
+
+
+def test_assess_and_judge_never_raise_on_model_like_garbage(samples):
+    """Truncated RAPs (as beam search leaves them), shuffled sentences and word salad from the world's own
+    vocabulary: assess returns bounded metrics and the judge a label, without raising."""
+    rng = random.Random(8)
+    words = [
+        "There",
+        "is",
+        "a",
+        "the",
+        "red",
+        "blue",
+        "circle",
+        "square",
+        "bar",
+        "is",
+        "5",
+        "plus",
+        "minus",
+        "top",
+        "left",
+        "cell",
+        "holds",
+        "no",
+        "Answer:",
+        ".",
+        "\n",
+    ]
+    for s in samples[::4]:
+        rap = teacher_rap(s, rng)
+        texts = [rap[:cut] for cut in range(0, len(rap), 7)]
+        sentences = rap.split(". ")
+        rng.shuffle(sentences)
+        texts.append(". ".join(sentences))
+        texts.append(" ".join(rng.choice(words) for _ in range(30)))
+        for text in texts:
+            a = assess(s, text)
+            assert a.factuality is None or 0.0 <= a.factuality <= 1.0
+            assert 0.0 <= a.completeness <= 1.0 and a.errors >= 0
+            assert a.n_true <= a.n_claims
+        v = oracle_judge(s, texts[1], texts[-1], noise=0.1, position_bias=0.1, tie_margin=0.0, rng=rng)
+        assert v.label in "ABC"
