@@ -152,7 +152,7 @@ def test_s3_multipart_above_threshold(s3_uri, monkeypatch, tmp_path):
 def test_s3_crashed_publish_is_never_complete(s3_uri, monkeypatch, tmp_path):
     store.publish(_fill(tmp_path / "a", A), s3_uri, {"resume_key": "a", "stage": "data"})
     client = store.s3_client()
-    real_upload = client.upload_file
+    real_upload = store._upload_one
     uploads = []
 
     def dying_upload(*args, **kw):
@@ -161,14 +161,14 @@ def test_s3_crashed_publish_is_never_complete(s3_uri, monkeypatch, tmp_path):
             raise ConnectionError("killed mid-publish (simulated)")
         return real_upload(*args, **kw)
 
-    monkeypatch.setattr(client, "upload_file", dying_upload)
+    monkeypatch.setattr(store, "_upload_one", dying_upload)
     with pytest.raises(ConnectionError):
         store.publish(_fill(tmp_path / "b", B), s3_uri, {"resume_key": "b", "stage": "data"})
     # One new file is up, the old marker was withdrawn first: the reader sees "not complete".
     assert not store.is_complete(s3_uri)
     with pytest.raises(store.StoreError, match="not a finished artifact"):
         store.materialize(s3_uri)
-    monkeypatch.setattr(client, "upload_file", real_upload)
+    monkeypatch.setattr(store, "_upload_one", real_upload)
     store.publish(tmp_path / "b", s3_uri, {"resume_key": "b", "stage": "data"})
     bucket, prefix = store.split_s3(s3_uri)
     keys = sorted(o["Key"][len(prefix) + 1:] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"])
@@ -183,7 +183,7 @@ def test_s3_materialize_cache_reused_and_verified(s3_uri, monkeypatch, tmp_path)
     def no_download(*a, **k):
         raise AssertionError("cache hit must not download")
 
-    monkeypatch.setattr(client, "download_file", no_download)
+    monkeypatch.setattr(store, "_download_one", no_download)
     assert store.materialize(s3_uri) == first
     monkeypatch.undo()
     # Someone overwrites a file behind the marker's back: a fresh download refuses it.
@@ -197,8 +197,7 @@ def test_s3_materialize_cache_reused_and_verified(s3_uri, monkeypatch, tmp_path)
 
 def test_s3_republish_same_content_only_rewrites_marker(s3_uri, tmp_path, monkeypatch):
     store.publish(_fill(tmp_path / "a", A), s3_uri, {"resume_key": "a", "stage": "data"})
-    client = store.s3_client()
-    monkeypatch.setattr(client, "upload_file", lambda *a, **k: (_ for _ in ()).throw(AssertionError("upload")))
+    monkeypatch.setattr(store, "_upload_one", lambda *a, **k: (_ for _ in ()).throw(AssertionError("upload")))
     store.publish(tmp_path / "a", s3_uri, {"resume_key": "a2", "stage": "data"})
     assert store.read_marker(s3_uri)["resume_key"] == "a2"
 
