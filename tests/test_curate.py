@@ -143,14 +143,17 @@ def _write(path, rows):
 
 
 def _stage_inputs(tmp_path, n_samples=10):
-    cdir, jdir = tmp_path / "cands", tmp_path / "judg"
-    cdir.mkdir()
-    jdir.mkdir()
-    cands, judg = [], []
+    """search's format: one candidates.jsonl row per candidate; question/answer/image from data/calib.jsonl."""
+    cdir, jdir, ddir = tmp_path / "cands", tmp_path / "judg", tmp_path / "data"
+    for d in (cdir, jdir, ddir):
+        d.mkdir()
+    cands, judg, calib = [], [], []
     for s in range(n_samples):
-        texts = [f"There is a red circle.\nAnswer: {a}" for a in ("red", "blue", "green")]
-        cands.append({"id": f"s{s}", "image": f"images/s{s}.png", "question": "What colour?", "answer": "red",
-                      "category": "perception", "candidates": [{"text": t} for t in texts]})
+        calib.append({"id": f"s{s}", "image": f"images/s{s}.png", "question": "What colour is the circle?",
+                      "answer": "red", "category": "perception", "source": "shapes"})
+        for i, a in reversed(list(enumerate(("red", "blue", "green")))):  # out of order on purpose
+            cands.append({"id": f"s{s}#c{i}", "sample_id": f"s{s}", "index": i,
+                          "text": f"The circle is {a}.\nAnswer: {a}", "answer": a})
         # candidate 0 beats everyone decisively in both orders; 1 vs 2 a tie
         for a, b in [(0, 1), (0, 2)]:
             judg.append({"id": f"s{s}", "a": a, "b": b, "p_A": 0.9, "p_B": 0.05, "p_C": 0.05})
@@ -160,7 +163,8 @@ def _stage_inputs(tmp_path, n_samples=10):
     judg.append({"id": "s0", "a": 0, "b": 1, "p_A": "x"})  # malformed: counted, not fatal
     _write(cdir / "candidates.jsonl", cands)
     _write(jdir / "judgments.jsonl", judg)
-    return {"candidates": cdir, "judgments": jdir}
+    _write(ddir / "calib.jsonl", calib)
+    return {"candidates": cdir, "judgments": jdir, "data": ddir}
 
 
 def test_run_curate_writes_pairs_and_counts(tmp_path):
@@ -169,8 +173,9 @@ def test_run_curate_writes_pairs_and_counts(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
     assert summary["counts"] == {"samples": 10, "kept": 10, "dropped": 0}
     assert summary["dropped"] == {"malformed_judgment: ValueError": 1}
-    assert rows[0]["chosen"].endswith("Answer: red") and rows[0]["chosen_correct"] is True
-    assert rows[0]["rejected_correct"] is False
+    assert rows[0]["chosen"] == "The circle is red.\nAnswer: red" and rows[0]["chosen_correct"] is True
+    assert rows[0]["rejected_correct"] is False and rows[0]["chosen_index"] == 0
+    assert rows[0]["question"] == "What colour is the circle?" and rows[0]["image"] == "images/s0.png"
     assert sum(summary["pair_confidence_hist"]["counts"]) == 30
 
 

@@ -261,11 +261,21 @@ def _candidate_text(c: Any) -> str:
 
 
 def load_candidates(path: Path) -> dict[str, dict[str, Any]]:
-    """candidates.jsonl → {sample id: row}. A row holds the sample fields plus ``candidates``: a list of
-    strings or of dicts with at least ``text`` (search may add ``answer``, ``correct``, ``logprob``)."""
-    out = {}
+    """candidates.jsonl → {sample id: {"candidates": [row, …] ordered by index, …}}.
+
+    Search writes one row per candidate (``sample_id``, ``index``, ``text``, ``answer`` …); a row that
+    already groups a sample (``id`` + ``candidates`` list of strings or dicts) is accepted as well.
+    """
+    out: dict[str, dict[str, Any]] = {}
     for row in _read_jsonl(path):
-        out[str(row["id"])] = row
+        if "candidates" in row:
+            out[str(row["id"])] = row
+            continue
+        sid = str(row["sample_id"])
+        out.setdefault(sid, {"id": sid, "candidates": []})["candidates"].append(row)
+    for row in out.values():
+        if row["candidates"] and isinstance(row["candidates"][0], dict) and "index" in row["candidates"][0]:
+            row["candidates"].sort(key=lambda c: int(c["index"]))
     return out
 
 
@@ -288,25 +298,17 @@ def group_judgments(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, list], Co
 
 
 def _is_correct(sample: dict[str, Any], cand: Any, answer_prefix: str) -> bool | None:
-    """Whether a candidate's final answer matches the ground truth; None when that cannot be known."""
+    """Whether a candidate's final answer is right, by the evaluation's own scoring rule
+    (``srcal.evaluate.score_answer``); None when the sample has no ground truth."""
     if isinstance(cand, dict) and isinstance(cand.get("correct"), bool):
         return cand["correct"]
-    truth = sample.get("answer")
-    if truth in (None, ""):
+    if sample.get("answer") in (None, ""):
         return None
-    try:  # the project's own RAP parser/matcher, if the data layer provides one
-        from srcal.data import rap
+    from srcal.evaluate import response_answer, score_answer
 
-        if hasattr(rap, "is_correct"):
-            return bool(rap.is_correct(_candidate_text(cand), sample))
-    except ImportError:  # pragma: no cover - data layer absent
-        pass
     text = _candidate_text(cand)
-    lines = [ln for ln in text.strip().splitlines() if ln.strip().startswith(answer_prefix)]
-    if not lines:
-        return False
-    got = lines[-1].strip()[len(answer_prefix):].strip().rstrip(".").lower()
-    return got == str(truth).strip().rstrip(".").lower()
+    answer = response_answer(text, answer_prefix)
+    return bool(score_answer(sample, answer)) if answer is not None else False
 
 
 def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dict[str, Any]:

@@ -179,9 +179,10 @@ def _retry_condition(task, task_run, state) -> bool:
 
 def _step_note(summary: dict[str, Any]) -> str:
     counts = summary.get("counts")
-    if isinstance(counts, dict):
-        return " ".join(f"{k}={v}" for k, v in list(counts.items())[:4])
-    return ""
+    if not isinstance(counts, dict):
+        return ""
+    flat = {k: (v.get("n", v.get("kept")) if isinstance(v, dict) else v) for k, v in counts.items()}
+    return " ".join(f"{k}={v}" for k, v in list(flat.items())[:5] if isinstance(v, (int, float, str)))
 
 
 def run_flow(recipe, out: str | None = None, *, retries: int = 1, force: list[str] | None = None,
@@ -199,9 +200,14 @@ def run_flow(recipe, out: str | None = None, *, retries: int = 1, force: list[st
     configure_prefect(out)
     from prefect import flow, task
 
+    for noisy in ("httpx", "httpcore"):  # Prefect's client logs every API call at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
     steps = plan_run(recipe, out)
     force = set(force or [])
     progress = Progress(len(steps), stream)
+    print(f"srcal run: recipe {recipe.name}, {recipe.rounds} round(s), {len(steps)} steps -> {out}",
+          file=progress.stream, flush=True)
 
     @task(name="stage", retries=retries, retry_delay_seconds=2, retry_condition_fn=_retry_condition,
           task_run_name="{step_key}")
