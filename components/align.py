@@ -7,12 +7,15 @@ from components import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def align_op(recipe: str, overrides: str, num_nodes: int, s3_secret: str, pairs: Input[Dataset], policy: Input[Model],
-             base: Input[Model], data: Input[Dataset], aligned: Output[Model]):
+def align_op(recipe: str, overrides: str, round_name: str, num_nodes: int, s3_secret: str, pairs: Input[Dataset],
+             policy: Input[Model], base: Input[Model], data: Input[Dataset], aligned: Output[Model],
+             summary: Output[Dataset]):
     """Run the ``align`` stage: in this pod (accelerate/DeepSpeed across its GPUs when
-    ``align.world_size`` > 1), or as a Kubeflow Trainer TrainJob over ``num_nodes`` nodes."""
-    from srcal import trainjob
+    ``align.world_size`` > 1), or as a Kubeflow Trainer TrainJob over ``num_nodes`` nodes. ``summary``
+    is a small extract (summary.json) for the report, so it does not download the adapter."""
+    from srcal import pipeline, trainjob
 
     trainjob.run_training_stage("align", recipe, overrides,
                                 {"pairs": pairs, "policy": policy, "base": base, "data": data}, aligned,
-                                num_nodes=num_nodes, s3_secret=s3_secret)
+                                num_nodes=num_nodes, s3_secret=s3_secret, options={"round": round_name})
+    pipeline.extract_files(aligned.path, summary.path, ["summary.json"])

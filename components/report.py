@@ -2,32 +2,33 @@
 tab) and the export of the run's deliverables to a stable S3 address."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Markdown, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def report_op(recipe: str, overrides: str, data: Input[Dataset], judge_eval: Input[Dataset],
-              eval_base: Input[Dataset], eval_rft: Input[Dataset],
-              eval_round1: Input[Dataset], candidates_round1: Input[Dataset], judgments_round1: Input[Dataset],
-              pairs_round1: Input[Dataset],
-              report: Output[Dataset], html: Output[HTML], markdown: Output[Markdown],
-              eval_round2: Input[Dataset] | None = None, candidates_round2: Input[Dataset] | None = None,
-              judgments_round2: Input[Dataset] | None = None, pairs_round2: Input[Dataset] | None = None,
-              eval_round3: Input[Dataset] | None = None, candidates_round3: Input[Dataset] | None = None,
-              judgments_round3: Input[Dataset] | None = None, pairs_round3: Input[Dataset] | None = None):
-    """Lay this run's small artifacts out as the run directory ``srcal run`` writes, run the ``report``
-    stage on it, and copy report.html / report.md into the UI artifacts.
+def report_op(recipe: str, overrides: str, judge: Input[Dataset], eval_base: Input[Dataset],
+              eval_rft: Input[Dataset], eval_round1: Input[Dataset], round1_search: Input[Dataset],
+              round1_score: Input[Dataset], round1_curate: Input[Dataset], round1_align: Input[Dataset],
+              report: Output[Dataset], html: Output[HTML], markdown: Output[Markdown], metrics: Output[Metrics],
+              eval_round2: Input[Dataset] | None = None, round2_search: Input[Dataset] | None = None,
+              round2_score: Input[Dataset] | None = None, round2_curate: Input[Dataset] | None = None,
+              round2_align: Input[Dataset] | None = None,
+              eval_round3: Input[Dataset] | None = None, round3_search: Input[Dataset] | None = None,
+              round3_score: Input[Dataset] | None = None, round3_curate: Input[Dataset] | None = None,
+              round3_align: Input[Dataset] | None = None):
+    """Run the ``report`` stage on this run's artifacts (named as ``srcal run`` names them) and copy
+    report.html / report.md into the UI artifacts.
 
-    Policies and the judge model are deliberately not inputs: the launcher downloads every input in
-    full, and the report needs only metrics, candidates, judgments and pairs.
+    Models are deliberately not inputs (the launcher downloads every input in full): ``judge`` is the
+    judge's held-out metrics and ``roundK_align`` the align summary, both small extracts.
     """
     from srcal import pipeline
 
-    parts = {name: art.path for name, art in locals().items()
-             if name not in ("recipe", "overrides", "report", "html", "markdown") and art is not None}
-    pipeline.run_report(recipe, overrides, parts, report.path, html.path, markdown.path)
+    reserved = ("recipe", "overrides", "report", "html", "markdown", "metrics")
+    parts = {name: art.path for name, art in locals().items() if name not in reserved and art is not None}
+    pipeline.run_report(recipe, overrides, parts, report.path, html.path, markdown.path, metrics)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)

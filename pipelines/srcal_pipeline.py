@@ -162,7 +162,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS):
                 r = f"round{k}"
                 indexes = _cpu(_common(shard_indexes_op(shards=shards), f"{r}-shards", p), p)
                 with dsl.ParallelFor(indexes.output, name=f"{r}-search") as shard:
-                    search = search_op(**cfg, shard=shard, shards=shards, policy=policy, base=base_a, data=data_a)
+                    search = search_op(**cfg, round_name=r, shard=shard, shards=shards, policy=policy, base=base_a, data=data_a)
                     _gpu(_common(search, f"search-{r}", p, retry=True), search_gpus, p)
                 merge = _cpu(_common(search_merge_op(**cfg, shards=dsl.Collected(search.outputs["candidates"])),
                                      f"search-merge-{r}", p), p)
@@ -172,18 +172,19 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS):
                 _cpu(_common(score, f"score-{r}", p, retry=True), p)
                 curate = _cpu(_common(curate_op(**cfg, judgments=score.outputs["judgments"], candidates=cands,
                                                 data=data_a), f"curate-{r}", p), p)
-                align = _gpu(_common(align_op(**cfg, num_nodes=train_nodes, s3_secret=s3_secret,
+                align = _gpu(_common(align_op(**cfg, round_name=r, num_nodes=train_nodes, s3_secret=s3_secret,
                                               pairs=curate.outputs["pairs"], policy=policy, base=base_a,
                                               data=data_a), f"align-{r}", p), align_gpus, p)
                 align.set_env_variable("SRCAL_IMAGE", TRAIN_IMAGE)
                 policy = align.outputs["aligned"]
                 ev = evaluate(r, policy)
-                per_round.update({f"eval_{r}": ev.outputs["evaluation"], f"candidates_{r}": cands,
-                                  f"judgments_{r}": score.outputs["judgments"], f"pairs_{r}": curate.outputs["pairs"]})
+                # Report inputs named as `srcal run` names them (srcal.flow.plan_run).
+                per_round.update({f"eval_{r}": ev.outputs["evaluation"], f"{r}_search": cands,
+                                  f"{r}_score": score.outputs["judgments"], f"{r}_curate": curate.outputs["pairs"],
+                                  f"{r}_align": align.outputs["summary"]})
 
-            report = report_op(**cfg, data=data_a, judge_eval=rtrain.outputs["judge_eval"],
-                               eval_base=eval_base.outputs["evaluation"], eval_rft=eval_rft.outputs["evaluation"],
-                               **per_round)
+            report = report_op(**cfg, judge=rtrain.outputs["judge_eval"], eval_base=eval_base.outputs["evaluation"],
+                               eval_rft=eval_rft.outputs["evaluation"], **per_round)
             _cpu(_common(report, "report", p), p)
             export = export_op(s3_prefix=s3_prefix, run_id=run_id, report=report.outputs["report"], policy=policy,
                                judge_eval=rtrain.outputs["judge_eval"])

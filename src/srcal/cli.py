@@ -82,6 +82,98 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_pipeline(args) -> int:
+    """``srcal pipeline compile|submit|schedule``: every check runs before anything is uploaded."""
+    import contextlib
+
+    from srcal import pipeline as kp
+
+    try:
+        if args.pipeline_command == "compile":
+            out = kp.compile_pipeline(args.output, rounds=args.rounds, image_tag=args.image_tag,
+                                      registry=args.registry)
+            print(out)
+            return 0
+        common = {"host": args.host, "recipe": args.recipe, "overrides": args.set, "s3_secret": args.s3_secret,
+                  "package": args.package, "params": kp.parse_params(args.param), "token": args.token,
+                  "namespace": args.namespace}
+        # kfp.Client prints links to stdout; send them to stderr so stdout is only the JSON result.
+        with contextlib.redirect_stdout(sys.stderr):
+            if args.pipeline_command == "submit":
+                res = kp.submit(**common, experiment=args.experiment, run_name=args.run_name,
+                                pipeline_root=args.pipeline_root, service_account=args.service_account,
+                                enable_caching=False if args.no_cache else None)
+            else:
+                res = kp.schedule(**common, cron=args.cron, experiment=args.experiment, job_name=args.job_name,
+                                  version_name=args.version, max_concurrency=args.max_concurrency,
+                                  enable_caching=args.cache)
+    except kp.PipelineError as e:
+        print(f"srcal: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def _add_pipeline_parser(sub) -> None:
+    pp = sub.add_parser("pipeline", help="compile, submit or schedule the Kubeflow pipeline")
+    psub = pp.add_subparsers(dest="pipeline_command", required=True)
+    c = psub.add_parser("compile", help="compile pipelines/srcal_pipeline.py to YAML (default: the checked-in file)")
+    c.add_argument("--output", default=None, help="YAML path (default: pipelines/srcal_pipeline.yaml)")
+    c.add_argument("--rounds", type=int, default=3, help="SRC rounds to unroll (1-3, default 3)")
+    c.add_argument("--image-tag", default=None, help="tag of the images built by images/build.sh (git sha)")
+    c.add_argument("--registry", default=None, help="registry/repository prefix of the images")
+    c.set_defaults(func=cmd_pipeline)
+    for name, help_ in (("submit", "create one run of the compiled pipeline"),
+                        ("schedule", "upload a pipeline version and create an enabled recurring run")):
+        s = psub.add_parser(name, help=help_)
+        _add_recipe_args(s)
+        s.add_argument("--host", default=None, help="KFP API URL (default: $KF_PIPELINES_ENDPOINT)")
+        s.add_argument("--token", default=None, help="bearer token (default: $KF_PIPELINES_TOKEN)")
+        s.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user)")
+        s.add_argument("--s3-secret", default="srcal-s3", help="Kubernetes secret with the AWS_* keys (default srcal-s3)")
+        s.add_argument("--package", default=None, help="compiled YAML (default: pipelines/srcal_pipeline.yaml)")
+        s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="another pipeline parameter, JSON-parsed, e.g. --param shards=8 (repeatable)")
+        s.add_argument("--experiment", default="srcal" if name == "submit" else "srcal-scheduled")
+        if name == "submit":
+            s.add_argument("--run-name", default=None)
+            s.add_argument("--pipeline-root", default=None, help="override kfp-launcher's defaultPipelineRoot")
+            s.add_argument("--service-account", default=None)
+            s.add_argument("--no-cache", action="store_true", help="disable step caching for this run")
+        else:
+            s.add_argument("--cron", required=True, help="six fields, seconds first: '0 0 2 * * *' = 02:00 daily")
+            s.add_argument("--job-name", default="srcal-nightly")
+            s.add_argument("--version", default=None, help="pipeline version name (default: v-<UTC time>)")
+            s.add_argument("--max-concurrency", type=int, default=1)
+            s.add_argument("--cache", action="store_true", help="allow step caching (off by default for schedules)")
+        s.set_defaults(func=cmd_pipeline)
+
+
+def cmd_bench(args) -> int:
+    from srcal import bench
+
+    result = bench.run(args.what, _recipe(args), json_path=args.json, arch=args.arch,
+                       random_weights=args.random_weights, **_parse_kv(args.option, "--option"))
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _add_bench_parser(sub) -> None:
+    from srcal.bench import BENCHMARKS
+
+    bp = sub.add_parser("bench", help="measure ours against a baseline on the same inputs; writes JSON",
+                        description="Benchmarks: " + ", ".join(sorted(BENCHMARKS)) + ". Output: {name, machine, "
+                        "baseline, ours, speedup} (DESIGN §4), baseline and ours measured in the same run.")
+    bp.add_argument("what", choices=sorted(BENCHMARKS), help="what to benchmark")
+    _add_recipe_args(bp)
+    bp.add_argument("--json", default=None, help="write the result to this file")
+    bp.add_argument("--arch", default=None, help="a real-size architecture with random weights, e.g. llava-1.5-7b")
+    bp.add_argument("--random-weights", action="store_true", help="with --arch: build the model from its config")
+    bp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="benchmark option, e.g. --option samples=8 (repeatable)")
+    bp.set_defaults(func=cmd_bench)
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -131,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stage option, e.g. --option shard=0/4")
     sp.add_argument("--force", action="store_true", help="re-run even if the output is complete")
     sp.set_defaults(func=cmd_stage)
+    _add_pipeline_parser(sub)
+    _add_bench_parser(sub)
     return p
 
 

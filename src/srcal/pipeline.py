@@ -109,12 +109,21 @@ def import_artifact(uri: str, dest: str) -> None:
 
 
 def extract_files(src: str, dest: str, names: list[str]) -> None:
-    """Copy the named small files of artifact ``src`` into a new directory ``dest`` (missing ones skipped)."""
-    out = Path(dest)
-    out.mkdir(parents=True, exist_ok=True)
+    """Publish the named small files of the finished artifact ``src`` as a finished artifact ``dest``
+    (missing names skipped), keeping ``src``'s stage and resume key in the marker.
+
+    Why: the KFP launcher downloads every input in full, so a step that needs a model's metrics or
+    summary (report, export) gets this extract instead of the weights.
+    """
+    from srcal import store
+
+    origin = store.read_marker(src)
+    scratch = store.scratch_dir(dest)
     for name in names:
         if (Path(src) / name).is_file():
-            shutil.copy2(Path(src) / name, out / name)
+            shutil.copy2(Path(src) / name, scratch / name)
+    store.publish(scratch, dest, marker={"stage": f"{origin.get('stage')}-extract",
+                                         "resume_key": origin.get("resume_key"), "files_from": names})
 
 
 def numeric_leaves(obj: Any, prefix: str = "", limit: int = 100) -> dict[str, float]:
@@ -147,44 +156,18 @@ def log_metrics(metrics, artifact_dir: str, filename: str) -> dict[str, float]:
     return values
 
 
-# The run directory the report stage reads, as `srcal run` lays it out: component input -> relative dir.
-def run_layout(name: str) -> str:
-    """Where a report input goes in the run directory (``eval_round2`` -> ``round2/eval``)."""
-    fixed = {"data": "data", "judge_eval": "rscorer-train", "eval_base": "eval-base", "eval_rft": "eval-rft"}
-    if name in fixed:
-        return fixed[name]
-    m = re.fullmatch(r"(eval|candidates|judgments|pairs)_(round\d+)", name)
-    if not m:
-        raise PipelineError(f"report input {name!r} has no place in the run directory layout")
-    return f"{m.group(2)}/{m.group(1)}"
-
-
-def assemble_run_dir(parts: dict[str, str], dest: str) -> str:
-    """Make ``dest`` a finished artifact that looks like a ``srcal run`` directory: one symlink per part
-    (no copies: the parts are already local, downloaded by the launcher)."""
-    from srcal import store
-
-    scratch = Path(dest + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    for name, path in sorted(parts.items()):
-        link = scratch / run_layout(name)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path(path).absolute(), target_is_directory=True)
-    store.publish(scratch, dest, marker={"stage": "run-view", "parts": sorted(parts)})
-    return dest
-
-
 def run_report(recipe: str, overrides: str, parts: dict[str, str], report_dir: str, html_path: str,
-               md_path: str) -> dict:
+               md_path: str, metrics=None) -> dict:
     """Run the ``report`` stage on this run's artifacts and copy its pages into the UI artifacts."""
-    run_dir = assemble_run_dir(parts, str(Path(report_dir).parent / "run-view"))
-    summary = run_stage("report", recipe, overrides, {"run": run_dir}, report_dir)
+    summary = run_stage("report", recipe, overrides, parts, report_dir)
     for name, dest in (("report.html", html_path), ("report.md", md_path)):
         src = Path(report_dir) / name
         if not src.is_file():
             raise PipelineError(f"the report stage wrote no {name} into {report_dir}")
         Path(dest).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
+    if metrics is not None:
+        log_metrics(metrics, report_dir, "metrics.json")
     return summary
 
 
@@ -260,9 +243,35 @@ def compile_pipeline(output: str | os.PathLike | None = None, *, rounds: int = 3
     out = Path(output) if output else default_package()
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(rounds), str(out))
+    text = canonical_header(out.read_text())
     if image_tag or registry:
-        out.write_text(retag_images(out.read_text(), image_tag, registry))
+        text = retag_images(text, image_tag, registry)
+    out.write_text(text)
     return out
+
+
+def canonical_header(text: str) -> str:
+    """Sort the keys of dict defaults in the compiler's ``# PIPELINE DEFINITION`` comment.
+
+    KFP renders those defaults after a round trip through a protobuf Struct, whose key order follows
+    the process's string hash seed, so without this two compiles of the same code differ and the
+    staleness test could not compare bytes. Only comment lines are touched.
+    """
+    import ast
+
+    def fix(m: re.Match) -> str:
+        try:
+            value = ast.literal_eval(m.group(2))
+        except (ValueError, SyntaxError):
+            return m.group(0)
+        return f"{m.group(1)}{json.dumps(value, sort_keys=True)}]"
+
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if not line.startswith("#"):
+            break
+        lines[i] = re.sub(r"^(#\s+\w+: (?:dict|list) \[Default: )(.*)\]$", fix, line)
+    return "\n".join(lines)
 
 
 # ===================================================================================== package facts
@@ -442,7 +451,10 @@ def schedule(*, host: str | None, recipe: str, overrides: list[str], s3_secret: 
              token: str | None = None, namespace: str | None = None, max_concurrency: int = 1,
              enable_caching: bool = False) -> dict[str, str]:
     """Upload the package as a new version of pipeline ``pipeline_name`` and create an enabled recurring run
-    that always uses the latest version (``version_id`` unset), so the next CI upload reaches it.
+    on that version, replacing (deleting) earlier recurring runs of the same ``job_name`` in the
+    experiment, so re-running this command (e.g. from CI on each release) moves the schedule to the new
+    version instead of adding a second one. (kfp 2.17's Client requires a version id; a version-pinned
+    recurring run embeds its workflow, so a new image only reaches it through a new version.)
 
     Caching is off by default: a schedule exists to re-run, and cached steps would replay old outputs
     when the inputs are the same URIs with new contents.
@@ -460,11 +472,15 @@ def schedule(*, host: str | None, recipe: str, overrides: list[str], s3_secret: 
     if pipeline_id is None:
         p = c.upload_pipeline(str(pkg), pipeline_name=pipeline_name)
         pipeline_id = p.pipeline_id
-    c.upload_pipeline_version(str(pkg), pipeline_version_name=version_name, pipeline_id=pipeline_id)
+    version = c.upload_pipeline_version(str(pkg), pipeline_version_name=version_name, pipeline_id=pipeline_id)
     exp = c.create_experiment(experiment, namespace=namespace)
+    old = c.list_recurring_runs(experiment_id=exp.experiment_id, page_size=100, namespace=namespace)
+    replaced = [r.recurring_run_id for r in (old.recurring_runs or []) if r.display_name == job_name]
     job = c.create_recurring_run(
         experiment_id=exp.experiment_id, job_name=job_name, cron_expression=cron, max_concurrency=max_concurrency,
-        no_catchup=True, params=args, pipeline_id=pipeline_id, version_id=None, enabled=True,
-        enable_caching=enable_caching)
+        no_catchup=True, params=args, pipeline_id=pipeline_id, version_id=version.pipeline_version_id,
+        enabled=True, enable_caching=enable_caching)
+    for rid in replaced:  # only after the new one exists: a failure above leaves the old schedule running
+        c.delete_recurring_run(rid)
     return {"recurring_run_id": job.recurring_run_id, "pipeline_id": pipeline_id, "version": version_name,
-            "url": f"{host}/#/recurringrun/details/{job.recurring_run_id}"}
+            "replaced": replaced, "url": f"{host}/#/recurringrun/details/{job.recurring_run_id}"}
