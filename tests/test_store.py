@@ -230,3 +230,24 @@ def test_s3_retries_with_backoff_on_server_errors(s3_uri):
         client.meta.events.unregister("before-send.s3.PutObject", flaky)
     assert len(attempts) == 3
     assert store.read_json(s3_uri, "m.json") == {"ok": 1}
+
+
+def test_foreign_locations_are_refused_before_any_work(tmp_path, s3_bucket):
+    home = tmp_path / "home"
+    _fill(home, {"thesis.tex": b"years of work"})
+    with pytest.raises(store.StoreError, match="not an srcal artifact"):
+        store.scratch_dir(str(home))
+    with pytest.raises(store.StoreError, match="not an srcal artifact"):
+        store.publish(_fill(tmp_path / "a", A), str(home), {"resume_key": "a", "stage": "s"})
+    assert _read_all(home) == {"thesis.tex": b"years of work"}
+    (tmp_path / "empty").mkdir()
+    store.publish(_fill(tmp_path / "b", A), str(tmp_path / "empty"), {"resume_key": "a", "stage": "s"})
+    assert store.is_complete(str(tmp_path / "empty"))
+
+    bucket, _ = store.split_s3(s3_bucket)
+    store.s3_client().put_object(Bucket=bucket, Key="datalake/table.parquet", Body=b"precious")
+    with pytest.raises(store.StoreError, match="datalake/table.parquet"):
+        store.scratch_dir(f"{s3_bucket}/datalake")
+    with pytest.raises(store.StoreError):
+        store.publish(tmp_path / "a", f"{s3_bucket}/datalake", {"resume_key": "a", "stage": "s"})
+    assert store.read_bytes(f"{s3_bucket}/datalake", "table.parquet") == b"precious"

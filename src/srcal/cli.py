@@ -174,6 +174,31 @@ def _add_bench_parser(sub) -> None:
     bp.set_defaults(func=cmd_bench)
 
 
+def cmd_bench(args) -> int:
+    from srcal import bench
+
+    result = bench.run(args.what, _recipe(args), json_path=args.json, arch=args.arch,
+                       random_weights=args.random_weights, **_parse_kv(args.option, "--option"))
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _add_bench_parser(sub) -> None:
+    from srcal.bench import BENCHMARKS
+
+    bp = sub.add_parser("bench", help="measure ours against a baseline on the same inputs; writes JSON",
+                        description="Benchmarks: " + ", ".join(sorted(BENCHMARKS)) + ". Output: {name, machine, "
+                        "baseline, ours, speedup} (DESIGN §4), baseline and ours measured in the same run.")
+    bp.add_argument("what", choices=sorted(BENCHMARKS), help="what to benchmark")
+    _add_recipe_args(bp)
+    bp.add_argument("--json", default=None, help="write the result to this file")
+    bp.add_argument("--arch", default=None, help="a real-size architecture with random weights, e.g. llava-1.5-7b")
+    bp.add_argument("--random-weights", action="store_true", help="with --arch: build the model from its config")
+    bp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="benchmark option, e.g. --option samples=8 (repeatable)")
+    bp.set_defaults(func=cmd_bench)
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -223,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stage option, e.g. --option shard=0/4")
     sp.add_argument("--force", action="store_true", help="re-run even if the output is complete")
     sp.set_defaults(func=cmd_stage)
+    _add_bench_parser(sub)
     _add_pipeline_parser(sub)
     _add_bench_parser(sub)
     return p

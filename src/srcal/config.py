@@ -253,6 +253,16 @@ class SearchConfig:
     n_candidates: int = _help("Final candidates per sample.", default=5, meta={"min": 2})
     batch_size: int = _help("Samples searched in lockstep.", default=16, meta={"min": 1})
     shards: int = _help("Data shards for the pipeline's ParallelFor.", default=1, meta={"min": 1})
+    engine_retries: int = _help(
+        "Engine restarts per shard after a failure (e.g. the vLLM worker dying); each resumes after the "
+        "last completed sample.", default=2, meta={"min": 0})
+    vllm_max_model_len: int = _help("vLLM context length (0 = the model's own).", default=0, meta={"min": 0})
+    vllm_gpu_memory_utilization: float = _help(
+        "Share of GPU memory vLLM may take (GPU only).", default=0.85, meta={"min": 0.05, "max": 1.0})
+    vllm_tensor_parallel: int = _help("vLLM tensor-parallel GPUs per shard.", default=1, meta={"min": 1})
+    vllm_max_lora_rank: int = _help(
+        "Largest LoRA rank vLLM must accept (≥ the policy adapter's rank).", default=64, meta={"min": 1})
+
 
 
 @dataclass

@@ -34,6 +34,8 @@ log = logging.getLogger("srcal.stages")
 # A stage's resume key = hash(those recipe sections + the input artifacts' content hashes + options).
 STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "data": ("srcal.data.build:run_data_build", ("seed", "data")),
+    "search": ("srcal.search:run_search", ("seed", "model", "search", "rap_answer_prefix", "device")),
+    "search-merge": ("srcal.search:run_search_merge", ()),
     "curate": ("srcal.curate:run_curate", ("curate", "rap_answer_prefix")),
     "align": ("srcal.align:run_align", ("seed", "model", "align")),
     "report": ("srcal.report:run_report", ("name",)),

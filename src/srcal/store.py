@@ -35,7 +35,9 @@ S3 settings come from the standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_
 ``SRCAL_S3_MULTIPART_CHUNKSIZE`` (bytes, default 64 MiB / 16 MiB), ``SRCAL_S3_MAX_CONCURRENCY``
 (default 16). The local cache lives in ``SRCAL_CACHE_DIR`` (default ``~/.cache/srcal``).
 
-Artifacts must not nest (a stage output is never inside another artifact's directory): replacing an
+A location that holds anything else (a non-empty directory without a marker, an S3 prefix with
+foreign objects) is refused by :func:`check_target` before a stage runs, so a mistyped ``--out`` never
+deletes data. Artifacts must not nest (a stage output is never inside another artifact's directory): replacing an
 artifact replaces its whole directory.
 """
 
@@ -54,6 +56,9 @@ from typing import Any
 log = logging.getLogger("srcal.store")
 
 MARKER = "_SRCAL_COMPLETE.json"
+# Written first and removed last by an S3 publish: lets a later publish tell the debris of a crashed
+# publish (safe to replace) from someone else's objects under the same prefix (never touched).
+CLAIM = "_SRCAL_PUBLISHING.json"
 _HASH_CHUNK = 1 << 20
 
 
@@ -291,13 +296,37 @@ def cache_root() -> Path:
     return Path(os.environ.get("SRCAL_CACHE_DIR") or Path.home() / ".cache" / "srcal")
 
 
+def check_target(uri: str) -> None:
+    """Refuse an output location that holds something other than an srcal artifact.
+
+    Publishing replaces everything at ``uri``; pointing ``--out`` at a home directory or a bucket prefix
+    with other data must fail before any work, not delete that data. Allowed: nothing there yet, an
+    empty directory, a complete artifact, or (S3) the debris of a crashed publish (its claim object).
+    """
+    if is_s3(uri):
+        bucket, prefix = split_s3(uri)
+        if _s3_exists(bucket, _key(prefix, MARKER)) or _s3_exists(bucket, _key(prefix, CLAIM)):
+            return
+        found = s3_client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
+        if found.get("KeyCount", 0):
+            raise StoreError(f"{uri}: holds objects that are not an srcal artifact (e.g. "
+                             f"{found['Contents'][0]['Key']}); refusing to replace them: choose another prefix")
+        return
+    p = _local(uri)
+    if p.exists() and (not p.is_dir() or (not (p / MARKER).is_file() and any(p.iterdir()))):
+        raise StoreError(f"{uri}: exists and is not an srcal artifact; refusing to replace it: choose another "
+                         "output path, or remove it yourself")
+
+
 def scratch_dir(uri: str) -> Path:
     """A working directory that is the same for every run writing ``uri``, created if missing.
 
     Being stable is the point: a stage killed mid-way (e.g. training) finds its checkpoints here when
     it is re-run. Local: the sibling ``<uri>.partial/`` (same filesystem, so publish is a rename);
-    S3: ``$SRCAL_CACHE_DIR/scratch/<sha256(uri)[:16]>``.
+    S3: ``$SRCAL_CACHE_DIR/scratch/<sha256(uri)[:16]>``. Calls :func:`check_target` first, so a stage
+    aimed at a foreign location fails before it runs.
     """
+    check_target(uri)
     if is_s3(uri):
         d = cache_root() / "scratch" / hashlib.sha256(str(uri).rstrip("/").encode()).hexdigest()[:16]
     else:
@@ -328,6 +357,7 @@ def publish(local_dir: str | os.PathLike, uri: str, marker: dict) -> dict:
     if not local_dir.is_dir():
         raise StoreError(f"publish {uri}: {local_dir} is not a directory")
     full = _make_marker(local_dir, marker)
+    check_target(uri)
     if is_s3(uri):
         _publish_s3(local_dir, uri, full)
         if local_dir.resolve() == scratch_dir(uri).resolve():
@@ -371,6 +401,8 @@ def _publish_s3(local_dir: Path, uri: str, marker: dict) -> None:
         # Same content already there: only the marker (new resume key) changes.
         client.put_object(Bucket=bucket, Key=_key(prefix, MARKER), Body=_marker_bytes(marker))
         return
+    client.put_object(Bucket=bucket, Key=_key(prefix, CLAIM), Body=_marker_bytes(
+        {"stage": marker.get("stage"), "resume_key": marker.get("resume_key"), "started": marker["created"]}))
     if old is not None:
         # Withdraw the old artifact first: from here on readers see "not complete", never a mix.
         client.delete_object(Bucket=bucket, Key=_key(prefix, MARKER))
@@ -379,11 +411,13 @@ def _publish_s3(local_dir: Path, uri: str, marker: dict) -> None:
                                       marker["files"][rel]["size"]), list(marker["files"]))
     # Like the local directory swap, the new artifact replaces everything under its prefix: files of an
     # older artifact (or of a publish that crashed midway, whose marker is gone) must not linger.
-    stale = [k for k in _s3_list(bucket, prefix) if k[len(prefix) + 1 if prefix else 0:] not in marker["files"]]
+    keep = {*marker["files"], CLAIM}
+    stale = [k for k in _s3_list(bucket, prefix) if k[len(prefix) + 1 if prefix else 0:] not in keep]
     for i in range(0, len(stale), 1000):
         client.delete_objects(Bucket=bucket, Delete={
             "Objects": [{"Key": k} for k in stale[i:i + 1000]], "Quiet": True})
     client.put_object(Bucket=bucket, Key=_key(prefix, MARKER), Body=_marker_bytes(marker))
+    client.delete_object(Bucket=bucket, Key=_key(prefix, CLAIM))
 
 
 def _parallel(fn, items: list) -> None:
