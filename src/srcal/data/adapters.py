@@ -261,7 +261,10 @@ def parquet_files(path: str) -> list[Path]:
 
 def iter_parquet_rows(file: Path, columns: list[str] | None = None) -> Iterator[dict]:
     """Rows of a parquet file as dicts, a batch at a time (so 10 GB releases stream)."""
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("reading dataset releases needs pyarrow: pip install 'srcal[data]'") from e
 
     pf = pq.ParquetFile(file)
     for batch in pf.iter_batches(batch_size=256, columns=columns):
