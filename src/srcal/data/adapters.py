@@ -24,8 +24,9 @@ where the dataset scores by letter, goes to ``meta.answer_letter``), so every do
 answers the same way. Images arrive as parquet Image structs ``{"bytes", "path"}``; each is decoded
 (so a broken image is caught here, not in training) and re-encoded as ``images/<id>.png``.
 
-A row that cannot be converted is quarantined with its file, row number, field and reason; the source is
-only refused as a whole when the rejected share passes ``data.max_rejected_share``.
+A row that cannot be converted is quarantined with its file, row number (``line``: the 0-based row index
+within that parquet file), field and reason; the source is only refused as a whole when the rejected share
+passes ``data.max_rejected_share``.
 """
 
 from __future__ import annotations
