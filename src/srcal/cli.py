@@ -74,7 +74,7 @@ def cmd_stage(args) -> int:
 def cmd_run(args) -> int:
     from srcal import flow
 
-    result = flow.run_flow(_recipe(args), args.out, retries=args.retries, force=args.force)
+    result = flow.run_flow(_recipe(args), args.out, retries=args.retries, force=args.force, seed_run=args.from_run)
     ran = sum(1 for r in result["steps"] if r["status"] == "ran")
     print(f"srcal run: {ran} of {len(result['steps'])} steps ran, the rest were complete; "
           f"{result['wall_s']:.0f} s. metrics.json, report.md, report.html in:", file=sys.stderr)
@@ -174,31 +174,6 @@ def _add_bench_parser(sub) -> None:
     bp.set_defaults(func=cmd_bench)
 
 
-def cmd_bench(args) -> int:
-    from srcal import bench
-
-    result = bench.run(args.what, _recipe(args), json_path=args.json, arch=args.arch,
-                       random_weights=args.random_weights, **_parse_kv(args.option, "--option"))
-    print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-def _add_bench_parser(sub) -> None:
-    from srcal.bench import BENCHMARKS
-
-    bp = sub.add_parser("bench", help="measure ours against a baseline on the same inputs; writes JSON",
-                        description="Benchmarks: " + ", ".join(sorted(BENCHMARKS)) + ". Output: {name, machine, "
-                        "baseline, ours, speedup} (DESIGN §4), baseline and ours measured in the same run.")
-    bp.add_argument("what", choices=sorted(BENCHMARKS), help="what to benchmark")
-    _add_recipe_args(bp)
-    bp.add_argument("--json", default=None, help="write the result to this file")
-    bp.add_argument("--arch", default=None, help="a real-size architecture with random weights, e.g. llava-1.5-7b")
-    bp.add_argument("--random-weights", action="store_true", help="with --arch: build the model from its config")
-    bp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                    help="benchmark option, e.g. --option samples=8 (repeatable)")
-    bp.set_defaults(func=cmd_bench)
-
-
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -237,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retries", type=int, default=1, help="retries per step for transient failures (default 1)")
     run.add_argument("--force", action="append", default=[], metavar="STEP",
                      help="recompute this step even if complete, e.g. --force round1/align (repeatable)")
+    run.add_argument("--from", dest="from_run", default=None, metavar="RUN_DIR",
+                     help="start from a copy of another local run's finished artifacts (ablations: only the "
+                     "steps the --set overrides affect are recomputed)")
     run.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("stage", help="run one stage from input URIs to an output URI (what components call)")
@@ -250,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_stage)
     _add_bench_parser(sub)
     _add_pipeline_parser(sub)
-    _add_bench_parser(sub)
     return p
 
 

@@ -185,11 +185,40 @@ def _step_note(summary: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in list(flat.items())[:5] if isinstance(v, (int, float, str)))
 
 
+def seed_from(steps: list[Step], source: str, out: str) -> list[str]:
+    """Copy every complete artifact of run ``source`` that ``out`` lacks (local runs only).
+
+    This makes ablations cheap: ``srcal run --from runs/tiny --out runs/tiny-uniform --set
+    curate.aggregation=uniform`` starts with the main run's artifacts, and the resume keys then decide
+    what is reused (data, base, RFT, judge, round-1 search and scoring) and what is recomputed (curation
+    onwards). Copies go through a temporary name and a rename, so a killed copy is never complete.
+    """
+    import shutil
+
+    from srcal import store
+
+    if store.is_s3(source) or store.is_s3(out):
+        raise ValueError("--from works between local run directories")
+    copied = []
+    for step in steps:
+        src = Path(source) / step.key
+        dst = Path(step.output)
+        if store.is_complete(str(src)) and not store.is_complete(str(dst)):
+            tmp = dst.with_name(dst.name + ".copying")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            shutil.rmtree(dst, ignore_errors=True)
+            tmp.rename(dst)
+            copied.append(step.key)
+    return copied
+
+
 def run_flow(recipe, out: str | None = None, *, retries: int = 1, force: list[str] | None = None,
-             stream=None) -> dict[str, Any]:
+             stream=None, seed_run: str | None = None) -> dict[str, Any]:
     """Run (or resume) the whole method into ``out``; returns ``{"out", "steps": [...], "wall_s"}``.
 
-    ``force`` lists step keys (e.g. ``round1/align``) to recompute even if complete.
+    ``force`` lists step keys (e.g. ``round1/align``) to recompute even if complete; ``seed_run`` is a
+    finished run directory whose artifacts are copied in first (:func:`seed_from`).
     """
     from srcal import store
 
@@ -197,6 +226,9 @@ def run_flow(recipe, out: str | None = None, *, retries: int = 1, force: list[st
     if not store.is_s3(out):
         Path(out).mkdir(parents=True, exist_ok=True)
         out = str(Path(out).resolve())
+    if seed_run:
+        copied = seed_from(plan_run(recipe, out), seed_run, out)
+        print(f"srcal run: copied {len(copied)} finished artifacts from {seed_run}", file=stream or sys.stderr)
     configure_prefect(out)
     from prefect import flow, task
 
