@@ -138,3 +138,22 @@ def test_flow_to_s3(fake_stages, s3_bucket, request):
     m = json.loads(store.read_text(out, "metrics.json"))
     assert m["recipe"] == "tiny" and m["rscorer"]["heldout_agreement"] == 0.8
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_seed_from_copies_only_complete_artifacts(tmp_path):
+    """--from copies finished artifacts (marker present) and leaves half-written ones behind."""
+    from srcal import store
+
+    recipe = load_recipe("tiny", ["rounds=1"])
+    src = tmp_path / "main"
+    done = src / "data"
+    done.mkdir(parents=True)
+    (done / "x.txt").write_text("1")
+    store.publish(done, str(src / "base"), marker={"resume_key": "k", "stage": "base"})
+    (src / "rft.partial").mkdir()  # a killed stage's scratch: never copied
+    out = tmp_path / "ablation"
+    copied = flow.seed_from(flow.plan_run(recipe, str(out)), str(src), str(out))
+    assert copied == ["base"]
+    assert store.is_complete(str(out / "base")) and (out / "base" / "x.txt").read_text() == "1"
+    assert not (out / "rft").exists() and not (out / "rft.partial").exists()
+    assert flow.seed_from(flow.plan_run(recipe, str(out)), str(src), str(out)) == []  # idempotent
