@@ -7,7 +7,8 @@ from components import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def align_op(recipe: str, overrides: str, round_name: str, num_nodes: int, s3_secret: str, pairs: Input[Dataset],
+def align_op(recipe: str, overrides: str, round_name: str, accelerator_type: str, gpus: int, num_nodes: int,
+             s3_secret: str, pairs: Input[Dataset],
              policy: Input[Model], base: Input[Model], data: Input[Dataset], aligned: Output[Model],
              summary: Output[Dataset]):
     """Run the ``align`` stage: in this pod (accelerate/DeepSpeed across its GPUs when
@@ -17,5 +18,7 @@ def align_op(recipe: str, overrides: str, round_name: str, num_nodes: int, s3_se
 
     trainjob.run_training_stage("align", recipe, overrides,
                                 {"pairs": pairs, "policy": policy, "base": base, "data": data}, aligned,
-                                num_nodes=num_nodes, s3_secret=s3_secret, options={"round": round_name})
+                                num_nodes=num_nodes, s3_secret=s3_secret, gpus=gpus,
+                                accelerator_type=accelerator_type,
+                                options={"round": round_name})
     pipeline.extract_files(aligned.path, summary.path, ["summary.json"])

@@ -7,9 +7,11 @@ from components import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def base_op(recipe: str, overrides: str, base_model_uri: str, data: Input[Dataset], base: Output[Model]):
+def base_op(recipe: str, overrides: str, accelerator_type: str, gpus: int, base_model_uri: str,
+            data: Input[Dataset], base: Output[Model]):
     """Run the ``base`` stage; a non-empty ``base_model_uri`` overrides the recipe's ``model.base``."""
     from srcal import pipeline
 
     extra = [f"model.base={base_model_uri}"] if base_model_uri else []
-    pipeline.run_stage("base", recipe, overrides, {"data": data.path}, base.path, extra_overrides=extra)
+    pipeline.run_stage("base", recipe, overrides, {"data": data.path}, base.path, extra_overrides=extra,
+                       gpus=gpus, accelerator_type=accelerator_type)

@@ -26,8 +26,14 @@ def report_op(recipe: str, overrides: str, judge: Input[Dataset], eval_base: Inp
     """
     from srcal import pipeline
 
-    reserved = ("recipe", "overrides", "report", "html", "markdown", "metrics")
-    parts = {name: art.path for name, art in locals().items() if name not in reserved and art is not None}
+    parts = {"judge": judge, "eval_base": eval_base, "eval_rft": eval_rft,
+             "eval_round1": eval_round1, "round1_search": round1_search, "round1_score": round1_score,
+             "round1_curate": round1_curate, "round1_align": round1_align,
+             "eval_round2": eval_round2, "round2_search": round2_search, "round2_score": round2_score,
+             "round2_curate": round2_curate, "round2_align": round2_align,
+             "eval_round3": eval_round3, "round3_search": round3_search, "round3_score": round3_score,
+             "round3_curate": round3_curate, "round3_align": round3_align}
+    parts = {name: art.path for name, art in parts.items() if art is not None}
     pipeline.run_report(recipe, overrides, parts, report.path, html.path, markdown.path, metrics)
 
 

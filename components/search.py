@@ -17,13 +17,15 @@ def shard_indexes_op(shards: int) -> List[int]:  # noqa: UP006
 
 
 @dsl.component(base_image=VLLM_IMAGE, install_kfp_package=False)
-def search_op(recipe: str, overrides: str, round_name: str, shard: int, shards: int, policy: Input[Model],
+def search_op(recipe: str, overrides: str, round_name: str, accelerator_type: str, gpus: int, shard: int,
+              shards: int, policy: Input[Model],
               base: Input[Model], data: Input[Dataset], candidates: Output[Dataset]):
     """Run the ``search`` stage on calibration shard ``shard``/``shards`` with round ``round_name``'s policy."""
     from srcal import pipeline
 
     pipeline.run_stage("search", recipe, overrides, {"policy": policy.path, "base": base.path, "data": data.path},
-                       candidates.path, options={"shard": f"{shard}/{shards}", "split": "calib", "round": round_name})
+                       candidates.path, options={"shard": f"{shard}/{shards}", "split": "calib", "round": round_name},
+                       gpus=gpus, accelerator_type=accelerator_type)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)

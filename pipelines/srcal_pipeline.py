@@ -46,7 +46,12 @@ GPU_STEPS = ("base", "rft", "eval", "search", "rscorer-train", "align")
 
 def _gpu(task: dsl.PipelineTask, gpus, p: dict) -> dsl.PipelineTask:
     """Put ``task`` on the GPU pool: accelerator limit, node selector, tolerations, memory-backed /dev/shm
-    (NCCL and DataLoader workers need more shared memory than a pod's default 64 MiB)."""
+    (NCCL and DataLoader workers need more shared memory than a pod's default 64 MiB).
+
+    Each GPU component also takes its type and count as ordinary inputs. Besides letting the step
+    check what it got, this works around a kfp 2.17 compiler gap: a parameter used only in
+    ``set_accelerator_type/limit`` inside the exit handler or a loop is not declared as an input of
+    that DAG, so the run cannot resolve it (kfp.local showed it; test_pipeline checks every DAG)."""
     task.set_accelerator_type(p["accelerator_type"]).set_accelerator_limit(gpus)
     kubernetes.add_node_selector_json(task, p["gpu_node_selector"])
     kubernetes.add_toleration_json(task, p["gpu_tolerations"])
@@ -129,15 +134,15 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS):
         with dsl.ExitHandler(teardown, name="src"):
             data = _cpu(_common(data_op(**cfg, data_uri=data_uri), "data", p, retry=True), p)
             data_a = data.outputs["data"]
-            base = _gpu(_common(base_op(**cfg, base_model_uri=base_model_uri, data=data_a), "base", p),
+            base = _gpu(_common(base_op(**cfg, accelerator_type=accelerator_type, gpus=base_gpus, base_model_uri=base_model_uri, data=data_a), "base", p),
                         base_gpus, p)
             base_a = base.outputs["base"]
-            rft = _gpu(_common(rft_op(**cfg, num_nodes=train_nodes, s3_secret=s3_secret, base=base_a, data=data_a),
+            rft = _gpu(_common(rft_op(**cfg, accelerator_type=accelerator_type, gpus=rft_gpus, num_nodes=train_nodes, s3_secret=s3_secret, base=base_a, data=data_a),
                                "rft", p), rft_gpus, p)
             rft.set_env_variable("SRCAL_IMAGE", TRAIN_IMAGE)  # a multi-node TrainJob runs the same image
 
             def evaluate(name: str, model):
-                t = eval_op(**cfg, round_name=name, model=model, base=base_a, data=data_a)
+                t = eval_op(**cfg, round_name=name, accelerator_type=accelerator_type, gpus=eval_gpus, model=model, base=base_a, data=data_a)
                 return _gpu(_common(t, f"eval-{name}", p, retry=True), eval_gpus, p)
 
             eval_base = evaluate("base", base_a)
@@ -145,7 +150,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS):
 
             rdata = _cpu(_common(rscorer_data_op(**cfg, data=data_a, base=base_a, rft=rft.outputs["rft"]),
                                  "rscorer-data", p, retry=True), p)
-            rtrain = _gpu(_common(rscorer_train_op(**cfg, rscorer_data=rdata.outputs["rscorer_data"]),
+            rtrain = _gpu(_common(rscorer_train_op(**cfg, accelerator_type=accelerator_type, gpus=rscorer_gpus, rscorer_data=rdata.outputs["rscorer_data"]),
                                   "rscorer-train", p), rscorer_gpus, p)
             judge = rtrain.outputs["judge"]
             serve = rscorer_serve_op(judge_serving=judge_serving, run_id=run_id, judge=judge,
@@ -162,7 +167,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS):
                 r = f"round{k}"
                 indexes = _cpu(_common(shard_indexes_op(shards=shards), f"{r}-shards", p), p)
                 with dsl.ParallelFor(indexes.output, name=f"{r}-search") as shard:
-                    search = search_op(**cfg, round_name=r, shard=shard, shards=shards, policy=policy, base=base_a, data=data_a)
+                    search = search_op(**cfg, round_name=r, accelerator_type=accelerator_type, gpus=search_gpus, shard=shard, shards=shards, policy=policy, base=base_a, data=data_a)
                     _gpu(_common(search, f"search-{r}", p, retry=True), search_gpus, p)
                 merge = _cpu(_common(search_merge_op(**cfg, shards=dsl.Collected(search.outputs["candidates"])),
                                      f"search-merge-{r}", p), p)
@@ -172,7 +177,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS):
                 _cpu(_common(score, f"score-{r}", p, retry=True), p)
                 curate = _cpu(_common(curate_op(**cfg, judgments=score.outputs["judgments"], candidates=cands,
                                                 data=data_a), f"curate-{r}", p), p)
-                align = _gpu(_common(align_op(**cfg, round_name=r, num_nodes=train_nodes, s3_secret=s3_secret,
+                align = _gpu(_common(align_op(**cfg, round_name=r, accelerator_type=accelerator_type, gpus=align_gpus, num_nodes=train_nodes, s3_secret=s3_secret,
                                               pairs=curate.outputs["pairs"], policy=policy, base=base_a,
                                               data=data_a), f"align-{r}", p), align_gpus, p)
                 align.set_env_variable("SRCAL_IMAGE", TRAIN_IMAGE)

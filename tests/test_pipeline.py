@@ -110,6 +110,19 @@ def test_gpu_settings_on_exactly_the_gpu_steps(spec):
     assert seen_gpu == GPU_KINDS
 
 
+def test_every_parameter_a_dag_reads_is_declared(spec):
+    """Inside each DAG (root, exit handler, loops) a task may only read parameters that DAG declares;
+    the backend (and kfp.local) cannot resolve anything else."""
+    pipeline_spec, _ = spec
+    dags = {"root": pipeline_spec["root"]} | {n: c for n, c in pipeline_spec["components"].items() if "dag" in c}
+    for name, comp in dags.items():
+        declared = set(comp.get("inputDefinitions", {}).get("parameters", {}))
+        for task_name, task in comp["dag"]["tasks"].items():
+            for arg, value in task.get("inputs", {}).get("parameters", {}).items():
+                if "componentInputParameter" in value:
+                    assert value["componentInputParameter"] in declared, (name, task_name, arg)
+
+
 def test_every_step_reads_s3_credentials_from_the_secret_and_none_are_in_the_yaml(spec):
     pipeline_spec, platform = spec
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

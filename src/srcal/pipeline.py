@@ -61,7 +61,8 @@ def load_component_recipe(recipe: str, overrides: str, extra_overrides: list[str
 
 
 def run_stage(stage: str, recipe: str, overrides: str, inputs: dict[str, str], output: str, *,
-              options: dict[str, str] | None = None, extra_overrides: list[str] | tuple = ()) -> dict:
+              options: dict[str, str] | None = None, extra_overrides: list[str] | tuple = (),
+              gpus: int | None = None, accelerator_type: str = "nvidia.com/gpu") -> dict:
     """Run ``stage`` from the input artifacts' local paths into the output artifact's path.
 
     ``stages.execute`` writes into ``<output>.partial`` and renames it onto ``output`` with the completion
@@ -71,10 +72,25 @@ def run_stage(stage: str, recipe: str, overrides: str, inputs: dict[str, str], o
     from srcal import stages
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_gpus(gpus, accelerator_type)
     rec = load_component_recipe(recipe, overrides, extra_overrides)
     summary = stages.execute(stage, rec, dict(inputs), output, **(options or {}))
     print(json.dumps({"stage": stage, "summary": summary}, indent=2, default=str))
     return summary
+
+
+def check_gpus(gpus: int | None, accelerator_type: str = "nvidia.com/gpu") -> None:
+    """Fail fast, with the fix, when a GPU step sees fewer GPUs than its ``*_gpus`` parameter asked for
+    (a wrong accelerator type, or a node pool without the device plugin), instead of training on CPU.
+    Only CUDA/ROCm resource types are counted (through torch); others are trusted."""
+    if not gpus or not any(v in accelerator_type for v in ("nvidia.com", "amd.com")):
+        return
+    import torch
+
+    seen = torch.cuda.device_count()
+    if seen < gpus:
+        raise PipelineError(f"this step asked for {gpus} GPU(s) but sees {seen}: check the accelerator_type "
+                            "and *_gpus pipeline parameters and the GPU node pool's device plugin")
 
 
 def run_score(recipe: str, overrides: str, judge_serving: str, judge_url: str, inputs: dict[str, str],

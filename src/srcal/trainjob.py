@@ -133,8 +133,9 @@ def submit_and_wait(manifest: dict, namespace: str, *, timeout_s: float = 48 * 3
 
 
 def run_training_stage(stage: str, recipe: str, overrides: str, inputs: dict, output, *, num_nodes: int = 1,
-                       s3_secret: str = "", options: dict[str, str] | None = None,
-                       runtime: str = "torch-distributed", gpus_per_node: int | None = None, api=None) -> None:
+                       s3_secret: str = "", gpus: int | None = None, accelerator_type: str = "nvidia.com/gpu",
+                       options: dict[str, str] | None = None,
+                       runtime: str = "torch-distributed", api=None) -> None:
     """Run a training stage for a component; ``inputs`` and ``output`` are KFP artifacts (``.path``/``.uri``)."""
     from srcal import pipeline, store
 
@@ -151,20 +152,21 @@ def run_training_stage(stage: str, recipe: str, overrides: str, inputs: dict, ou
         image = os.environ.get("SRCAL_IMAGE", "")
         if not image:
             raise TrainJobError("SRCAL_IMAGE is not set in the step: cannot tell the TrainJob which image to run")
-        gpus = gpus_per_node or int(os.environ.get("SRCAL_GPUS_PER_NODE", section.world_size))
         from srcal.kserve import current_namespace
 
         manifest = trainjob_manifest(
             trainjob_name(stage), image=image, argv=stage_argv(stage, recipe, ovs, uris, staging, options),
-            num_nodes=num_nodes, gpus_per_node=gpus, runtime=runtime,
+            num_nodes=num_nodes, gpus_per_node=gpus or section.world_size, accelerator_type=accelerator_type,
+            runtime=runtime,
             secret_env=s3_secret or None)
         submit_and_wait(manifest, current_namespace(), api=api)
         pipeline.import_artifact(staging, output.path)
     elif section.world_size > 1:
+        pipeline.check_gpus(gpus, accelerator_type)
         argv = accelerate_argv(section.world_size, section.deepspeed) + stage_argv(
             stage, recipe, ovs, {k: a.path for k, a in inputs.items()}, output.path, options)
         log.info("launching %s", " ".join(argv))
         subprocess.run(argv, check=True)
     else:
         pipeline.run_stage(stage, recipe, overrides, {k: a.path for k, a in inputs.items()}, output.path,
-                           options=options)
+                           options=options, gpus=gpus, accelerator_type=accelerator_type)

@@ -1,0 +1,230 @@
+"""KFP components, tested two ways (STYLE.md): by their function and under kfp.local's SubprocessRunner.
+
+* fast: the components are thin (no stage logic), single components run under kfp.local (data build,
+  data import from S3, export to S3);
+* wiring (about a minute): the *whole compiled graph* under kfp.local with stand-in stage functions
+  injected into the task subprocesses (tests/kfp_standin), the real ``data`` and ``report`` stages and
+  the real store/export to a moto S3 server: proves every artifact hand-off, the ParallelFor fan-out
+  and Collected merge, the exit handler, and in-step judge serving;
+* slow (``-m slow``): the whole graph on the tiny recipe with the real stages, nothing stood in.
+
+kfp.local writes artifacts under a *local* pipeline root (``kfp.local.init`` takes a directory path
+only; in a cluster the launcher moves them to the S3 root). What these runs leave in S3 is what the
+steps put there themselves: the ``export`` step's copy of the report, final policy and judge metrics.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import components
+from components import (
+    align,
+    base,
+    curate,
+    data,
+    evaluate,
+    report,
+    rft,
+    rscorer_data,
+    rscorer_serve,
+    rscorer_train,
+    score,
+    search,
+)
+
+MODULES = [data, base, rft, evaluate, search, rscorer_data, rscorer_train, rscorer_serve, score, curate, align,
+           report]
+SMALL = ["data.rft_size=16", "data.calib_size=8", "data.eval_size=8", "data.base_train_size=16"]
+
+
+def _components():
+    from kfp.dsl.python_component import PythonComponent
+
+    for mod in MODULES:
+        for name, obj in vars(mod).items():
+            if isinstance(obj, PythonComponent) and obj.python_func.__module__ == mod.__name__:
+                yield mod, name, obj
+
+
+def test_every_stage_has_a_component_module():
+    names = {name for _, name, _ in _components()}
+    assert names == {"data_op", "base_op", "rft_op", "eval_op", "shard_indexes_op", "search_op", "search_merge_op",
+                     "rscorer_data_op", "rscorer_train_op", "rscorer_serve_op", "rscorer_teardown_op", "score_op",
+                     "curate_op", "align_op", "report_op", "export_op"}
+
+
+@pytest.mark.parametrize("mod,name,comp", list(_components()), ids=lambda x: getattr(x, "__name__", str(x)))
+def test_components_are_thin_wrappers(mod, name, comp):
+    """A component body imports srcal only and makes a few calls: the stage logic lives in srcal."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(comp.python_func)))
+    body = tree.body[0].body
+    body = body[1:] if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else body
+    imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert all(isinstance(n, ast.ImportFrom) and n.module == "srcal" for n in imports), name
+    if name != "shard_indexes_op":
+        assert imports, f"{name} must import srcal"
+    assert len(body) <= 8, f"{name} has {len(body)} statements: move the logic into srcal"
+    assert comp.component_spec.implementation.container.image in (components.TRAIN_IMAGE, components.VLLM_IMAGE)
+
+
+def test_shard_indexes():
+    assert search.shard_indexes_op.python_func(shards=3) == [0, 1, 2]
+    with pytest.raises(ValueError, match="at least 1"):
+        search.shard_indexes_op.python_func(shards=0)
+
+
+@pytest.fixture
+def kfp_local(tmp_path):
+    from kfp import local
+
+    root = tmp_path / "kfp-root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    return root
+
+
+def test_data_component_publishes_a_complete_artifact(kfp_local):
+    from srcal import store
+
+    task = data.data_op(recipe="tiny", overrides=json.dumps(SMALL), data_uri="")
+    out = task.outputs["data"]
+    assert store.is_complete(out.path)
+    summary = store.read_json(out.path, "summary.json")
+    assert summary["stage"] == "data"
+    assert (Path(out.path) / "calib.jsonl").is_file()
+    assert not Path(out.path + ".partial").exists()
+
+
+def test_data_component_imports_a_finished_artifact_from_s3(kfp_local, s3_bucket, tmp_path):
+    from srcal import stages, store
+    from srcal.config import load_recipe
+
+    uri = f"{s3_bucket}/components/data"
+    stages.execute("data", load_recipe("tiny", SMALL), {}, uri)
+    task = data.data_op(recipe="tiny", overrides="[]", data_uri=uri)
+    out = task.outputs["data"].path
+    assert store.read_marker(out)["hash"] == store.read_marker(uri)["hash"]
+    assert store.hash_dir(out) == store.read_marker(uri)["hash"]
+
+
+def test_data_component_refuses_an_unfinished_import(kfp_local, s3_bucket):
+    with pytest.raises(RuntimeError):
+        data.data_op(recipe="tiny", overrides="[]", data_uri=f"{s3_bucket}/components/missing")
+
+
+def test_export_publishes_to_s3_with_markers(s3_bucket, tmp_path):
+    from srcal import pipeline as kp
+    from srcal import store
+
+    parts = {}
+    for name in ("report", "policy", "judge-eval"):
+        d = tmp_path / name
+        store.publish(_dir_with(d.with_suffix(".partial"), name), str(d), marker={"stage": name, "resume_key": "k"})
+        parts[name] = str(d)
+    uris = kp.export_run(f"{s3_bucket}/exports", "run-1", parts)
+    assert uris == [f"{s3_bucket}/exports/run-1/{n}" for n in sorted(parts)]
+    for name, uri in zip(sorted(parts), uris, strict=True):
+        marker = store.read_marker(uri)
+        assert marker["stage"] == name and marker["resume_key"] == "k"
+        assert store.read_text(uri, f"{name}.txt") == name
+    assert kp.export_run("", "run-1", parts) == []
+
+
+def _dir_with(d: Path, name: str) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.txt").write_text(name)
+    return d
+
+
+# ----------------------------------------------------------------------------------- whole pipeline
+
+
+def _s3_keys(prefix: str) -> list[str]:
+    from srcal import store
+
+    bucket, key = store.split_s3(prefix)
+    pages = store.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+    return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+
+def _run_pipeline(root: Path, s3_prefix: str, overrides: list[str], shards: int = 2):
+    """Run the compiled graph's pipeline function under kfp.local; returns (outputs dir, wall seconds)."""
+    from kfp import local
+
+    from srcal import pipeline as kp
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    pipe = kp.build_pipeline(3)
+    t0 = time.time()
+    no_gpus = {f"{s}_gpus": 0 for s in ("base", "rft", "eval", "search", "rscorer", "judge", "align")}
+    pipe(recipe="tiny", overrides=json.dumps(overrides), shards=shards, judge_serving="in-step",
+         s3_prefix=s3_prefix, **no_gpus)
+    wall = time.time() - t0
+    (run_dir,) = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("srcal-")]
+    return run_dir, wall
+
+
+def test_whole_graph_wiring_under_kfp_local(tmp_path, s3_bucket, monkeypatch):
+    """Every component of the compiled graph runs under kfp.local and hands its artifacts on: stand-in
+    stages (tests/kfp_standin) except data and report, which are real; the export lands in moto S3."""
+    from srcal import store
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "tests" / "kfp_standin"),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("SRCAL_STANDIN_STAGES", "1")
+    run_dir, wall = _run_pipeline(tmp_path / "root", f"{s3_bucket}/kfp-wiring", SMALL, shards=2)
+    print(f"kfp.local wiring run: {wall:.1f} s")
+    # each search shard got its own slice; the merge got both
+    shard_opts = sorted(json.loads((p / "options.json").read_text())["shard"]
+                        for p in run_dir.glob("for-loop-2-iteration-*/search-op/candidates"))
+    assert shard_opts == ["0/2", "1/2"]
+    merged = json.loads((run_dir / "search-merge-op" / "candidates" / "inputs.json").read_text())
+    assert sorted(merged) == ["shard0", "shard1"]
+    # round 2 searched with round 1's aligned policy, round 3 with round 2's
+    for k, producer in ((2, "align-op"), (3, "align-op-2")):
+        inputs = json.loads(next(run_dir.glob(f"for-loop-{k + 1}-iteration-0/search-op-{k}/candidates"))
+                            .joinpath("inputs.json").read_text())
+        assert inputs["policy"].endswith(f"/{producer}/aligned"), inputs
+        assert json.loads((run_dir / f"for-loop-{k + 1}-iteration-0" / f"search-op-{k}" / "candidates" /
+                           "options.json").read_text())["round"] == f"round{k}"
+    # in-step serving: the score step loaded the judge itself
+    assert json.loads((run_dir / "score-op" / "judgments" / "judge.json").read_text()) == {"serve": "hf", "url": ""}
+    # the real report stage saw all five evaluated models and the three rounds' curation
+    metrics = json.loads((run_dir / "report-op" / "report" / "metrics.json").read_text())
+    assert [r["name"] for r in metrics["rounds"]] == ["base", "rft", "round1", "round2", "round3"]
+    assert [c["round"] for c in metrics["curation"]] == ["round1", "round2", "round3"]
+    assert (run_dir / "report-op" / "html").read_text().lstrip().lower().startswith("<!doctype html")
+    # the export step left the deliverables in S3, each complete
+    keys = _s3_keys(f"{s3_bucket}/kfp-wiring")
+    exported = {k.split("/")[2] for k in keys}
+    assert exported == {"judge-eval", "policy", "report"}
+    for part in exported:
+        (run_id,) = {k.split("/")[1] for k in keys}
+        assert store.is_complete(f"{s3_bucket}/kfp-wiring/{run_id}/{part}")
+    # the exit handler ran
+    assert (run_dir / "rscorer-teardown-op" / "executor_output.json").is_file()
+
+
+@pytest.mark.slow
+def test_whole_pipeline_on_the_tiny_recipe_under_kfp_local(tmp_path, s3_bucket):
+    """The compiled graph with the real stages on the tiny recipe, in-step judge, export to moto S3.
+    Prints the wall time and the S3 listing (issue 8's closing measurements)."""
+    run_dir, wall = _run_pipeline(tmp_path / "root", f"{s3_bucket}/kfp-local", [], shards=2)
+    keys = _s3_keys(f"{s3_bucket}/kfp-local")
+    print(f"kfp.local tiny run: {wall:.1f} s; {len(keys)} objects in S3:")
+    print("\n".join(keys))
+    metrics = json.loads((run_dir / "report-op" / "report" / "metrics.json").read_text())
+    assert [r["name"] for r in metrics["rounds"]] == ["base", "rft", "round1", "round2", "round3"]
+    assert {k.split("/")[2] for k in keys} == {"judge-eval", "policy", "report"}
