@@ -1,0 +1,170 @@
+"""kserve: the judge InferenceService lifecycle and the in-step server process.
+
+No Kubernetes API server runs here, so the lifecycle runs against :class:`FakeCustomObjects`, an
+in-memory stand-in with the ``CustomObjectsApi`` methods and error statuses srcal uses. The in-step
+server test starts a real process (a stdlib HTTP server standing in for vLLM's OpenAI server).
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from srcal import kserve
+
+
+class ApiError(Exception):
+    def __init__(self, status):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+class FakeCustomObjects:
+    """Namespaced custom objects in a dict; ``ready_after`` gets until the object reports Ready."""
+
+    def __init__(self, ready_after=2, url="http://srcal-judge-abc.team.svc.cluster.local", forbid=False):
+        self.objects, self.calls, self.ready_after, self.url, self.forbid = {}, [], ready_after, url, forbid
+        self.gets = 0
+
+    def create_namespaced_custom_object(self, group, version, ns, plural, body):
+        self.calls.append(("create", ns, body["metadata"]["name"]))
+        if self.forbid:
+            raise ApiError(403)
+        key = (ns, plural, body["metadata"]["name"])
+        if key in self.objects:
+            raise ApiError(409)
+        self.objects[key] = {**body, "status": {}}
+
+    def get_namespaced_custom_object(self, group, version, ns, plural, name):
+        key = (ns, plural, name)
+        if key not in self.objects:
+            raise ApiError(404)
+        self.gets += 1
+        if self.gets > self.ready_after:
+            self.objects[key]["status"] = {"conditions": [{"type": "Ready", "status": "True"}],
+                                           "address": {"url": self.url}}
+        else:
+            self.objects[key]["status"] = {"conditions": [
+                {"type": "Ready", "status": "False", "reason": "PredictorNotReady", "message": "pulling image"}]}
+        return self.objects[key]
+
+    def delete_namespaced_custom_object(self, group, version, ns, plural, name):
+        self.calls.append(("delete", ns, name))
+        if self.objects.pop((ns, plural, name), None) is None:
+            raise ApiError(404)
+
+
+SERVE = {"runtime": "srcal-vllm", "service_account": "srcal-kserve-s3", "accelerator_type": "nvidia.com/gpu",
+         "gpus": 1, "node_selector": {"pool": "gpu"},
+         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+         "ready_timeout_s": 5}
+
+
+@pytest.fixture(autouse=True)
+def fast_poll(monkeypatch):
+    monkeypatch.setattr(kserve.time, "sleep", lambda s: None)
+
+
+def test_isvc_name_is_a_dns_label_unique_per_run():
+    name = kserve.isvc_name("0F3C9A2B-77d1-4e5f-9a0b-1c2d3e4f5a6b")
+    assert name == "srcal-judge-0f3c9a2b77d1"
+    assert len(name) <= 63 and name[0].isalpha()
+    assert kserve.isvc_name("") == "srcal-judge-local"
+
+
+def test_manifest_serves_the_judge_artifact_on_the_gpu_pool():
+    m = kserve.isvc_manifest("srcal-judge-x", "s3://bkt/kfp/run/rscorer-train/judge", **{
+        k: v for k, v in SERVE.items() if k != "ready_timeout_s"})
+    pred = m["spec"]["predictor"]
+    assert m["apiVersion"] == "serving.kserve.io/v1beta1" and m["kind"] == "InferenceService"
+    assert pred["model"]["storageUri"] == "s3://bkt/kfp/run/rscorer-train/judge/"
+    assert pred["model"]["runtime"] == "srcal-vllm" and pred["model"]["modelFormat"] == {"name": "vLLM"}
+    assert pred["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pred["nodeSelector"] == {"pool": "gpu"} and pred["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pred["serviceAccountName"] == "srcal-kserve-s3"
+
+
+def test_manifest_refuses_a_local_artifact():
+    with pytest.raises(kserve.ServeError, match="S3 pipeline_root, or judge_serving=in-step"):
+        kserve.isvc_manifest("srcal-judge-x", "/tmp/kfp/judge")
+
+
+def test_serve_waits_for_ready_and_returns_the_openai_base_url():
+    api = FakeCustomObjects(ready_after=2)
+    url = kserve.serve_judge("kserve", "srcal-judge-abc", "s3://b/judge", namespace="team", api=api, **SERVE)
+    assert url == "http://srcal-judge-abc.team.svc.cluster.local/v1"
+    assert api.gets == 3  # two not-ready polls, then Ready
+    assert kserve.teardown_judge("kserve", "srcal-judge-abc", namespace="team", api=api) is True
+    assert api.objects == {}
+    assert kserve.teardown_judge("kserve", "srcal-judge-abc", namespace="team", api=api) is False  # 404 is fine
+
+
+def test_a_retried_serve_step_replaces_the_leftover_endpoint():
+    api = FakeCustomObjects(ready_after=0)
+    kserve.serve_judge("kserve", "srcal-judge-abc", "s3://b/judge", namespace="team", api=api, **SERVE)
+    kserve.serve_judge("kserve", "srcal-judge-abc", "s3://b/judge", namespace="team", api=api, **SERVE)
+    assert [c[0] for c in api.calls] == ["create", "create", "delete", "create"]
+
+
+def test_not_ready_in_time_names_the_conditions():
+    api = FakeCustomObjects(ready_after=10**9)
+    with pytest.raises(kserve.ServeError, match="not Ready after 0s.*pulling image"):
+        kserve.serve_judge("kserve", "srcal-judge-abc", "s3://b/judge", namespace="team", api=api,
+                           **{**SERVE, "ready_timeout_s": 0})
+
+
+def test_missing_rbac_says_which_role_to_bind():
+    with pytest.raises(kserve.ServeError, match="srcal-pipeline-runner"):
+        kserve.serve_judge("kserve", "srcal-judge-abc", "s3://b/judge", namespace="team",
+                           api=FakeCustomObjects(forbid=True), **SERVE)
+
+
+def test_in_step_modes_touch_no_cluster():
+    api = FakeCustomObjects()
+    assert kserve.serve_judge("in-step", "n", "/local/judge", api=api, **SERVE) == ""
+    assert kserve.teardown_judge("in-step-vllm", "n", api=api) is False
+    assert api.calls == []
+    with pytest.raises(kserve.ServeError, match="expected one of"):
+        kserve.serve_judge("sidecar", "n", "s3://b/j", api=api, **SERVE)
+
+
+STANDIN_SERVER = textwrap.dedent("""
+    import http.server, json, sys, time
+    time.sleep(0.3)  # a model load
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"data": [{"id": "judge"}]}).encode()
+            self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a): pass
+    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+""")
+
+
+def test_local_server_process_is_ready_then_stopped(tmp_path):
+    import urllib.request
+
+    port = kserve.free_port()
+    log = tmp_path / "server.log"
+    with kserve.local_openai_server([sys.executable, "-c", STANDIN_SERVER, str(port)], port, timeout_s=30,
+                                    log_path=str(log)) as url:
+        assert url == f"http://127.0.0.1:{port}/v1"
+        with urllib.request.urlopen(url + "/models", timeout=5) as r:
+            assert r.status == 200
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "/models", timeout=2)
+
+
+def test_local_server_that_dies_fails_fast():
+    port = kserve.free_port()
+    with pytest.raises(kserve.ServeError, match="exited with code 3"), \
+            kserve.local_openai_server([sys.executable, "-c", "import sys; sys.exit(3)"], port, timeout_s=30):
+        pass
+
+
+def test_vllm_argv_matches_the_serving_runtime():
+    argv = kserve.vllm_server_argv("/mnt/judge", 8001)
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert "--model=/mnt/judge" in argv and "--port=8001" in argv and "--served-model-name=judge" in argv
