@@ -423,11 +423,22 @@ def run_arguments(spec: dict, recipe: str, overrides: list[str], s3_secret: str,
     return args
 
 
+def resolve_token(token: str | None = None) -> str | None:
+    """The bearer token: the flag, else ``KF_PIPELINES_TOKEN``, else the projected service-account token
+    at ``KF_PIPELINES_SA_TOKEN_PATH`` (in-cluster submitters, e.g. manifests/overlays/nightly)."""
+    if token or os.environ.get("KF_PIPELINES_TOKEN"):
+        return token or os.environ["KF_PIPELINES_TOKEN"]
+    path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH", "")
+    if path and os.path.isfile(path):
+        return Path(path).read_text().strip() or None
+    return None
+
+
 def client(host: str, token: str | None = None, namespace: str | None = None):
-    """A ``kfp.Client`` for ``host`` (token: flag or ``KF_PIPELINES_TOKEN``)."""
+    """A ``kfp.Client`` for ``host`` with the token from :func:`resolve_token`."""
     import kfp
 
-    token = token or os.environ.get("KF_PIPELINES_TOKEN") or None
+    token = resolve_token(token)
     kw: dict[str, Any] = {"host": host, "existing_token": token}
     if namespace:
         kw["namespace"] = namespace
@@ -442,7 +453,7 @@ def submit(*, host: str | None, recipe: str, overrides: list[str], s3_secret: st
     pkg = Path(package) if package else default_package()
     spec, _ = read_package(pkg)
     args = run_arguments(spec, recipe, overrides, s3_secret, params)
-    host = check_host(host, token or os.environ.get("KF_PIPELINES_TOKEN"))
+    host = check_host(host, resolve_token(token))
     c = client(host, token, namespace)
     res = c.create_run_from_pipeline_package(
         str(pkg), arguments=args, run_name=run_name, experiment_name=experiment, pipeline_root=pipeline_root,
@@ -481,7 +492,7 @@ def schedule(*, host: str | None, recipe: str, overrides: list[str], s3_secret: 
     spec, _ = read_package(pkg)
     args = run_arguments(spec, recipe, overrides, s3_secret, params)
     check_cron(cron)
-    host = check_host(host, token or os.environ.get("KF_PIPELINES_TOKEN"))
+    host = check_host(host, resolve_token(token))
     c = client(host, token, namespace)
     version_name = version_name or "v-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     pipeline_id = c.get_pipeline_id(pipeline_name)
