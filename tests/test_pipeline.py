@@ -371,3 +371,25 @@ def test_cli_submit_prints_the_run(kfp_server, capsys):
     assert json.loads(capsys.readouterr().out)["run_id"] == "run-123"
     rc = main(["pipeline", "submit", "--host", kfp_server.url, "--recipe", "nope"])
     assert rc == 2 and "not found" in capsys.readouterr().err
+
+
+def test_ci_workflow_compiles_and_submits_on_a_tag():
+    """The example workflow triggers on v* tags, checks staleness, and its srcal commands parse."""
+    import shlex
+
+    from srcal.cli import build_parser
+
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "pipeline.yaml").read_text())
+    on = wf[True] if True in wf else wf["on"]  # YAML 1.1 reads the key `on` as a boolean
+    assert on["push"]["tags"] == ["v*"]
+    runs = [s["run"] for job in wf["jobs"].values() for s in job["steps"] if "run" in s]
+    assert any("git diff --exit-code pipelines/srcal_pipeline.yaml" in r for r in runs)
+    commands = []
+    for r in runs:
+        text = re.sub(r"\$\{\{[^}]*\}\}|\$\([^)]*\)|\"\$\w+\"", "X", r.replace("\\\n", " "))
+        for line in text.splitlines():
+            if line.strip().startswith("srcal pipeline"):
+                commands.append(shlex.split(line.split(">")[0])[1:])
+    assert {c[1] for c in commands} == {"compile", "submit"}
+    for argv in commands:
+        build_parser().parse_args(argv)
