@@ -217,6 +217,27 @@ def test_whole_graph_wiring_under_kfp_local(tmp_path, s3_bucket, monkeypatch):
     assert (run_dir / "rscorer-teardown-op" / "executor_output.json").is_file()
 
 
+def test_a_failing_round_keeps_earlier_rounds_and_still_tears_down(tmp_path, s3_bucket, monkeypatch, capfd):
+    """Round 2's align fails: round 1's artifacts stay complete, nothing later runs, nothing is exported,
+    and the exit handler (judge teardown) still runs and sees the failure."""
+    from srcal import store
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "tests" / "kfp_standin"),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("SRCAL_STANDIN_STAGES", "1")
+    monkeypatch.setenv("SRCAL_STANDIN_FAIL_ALIGN", "round2")
+    with pytest.raises(RuntimeError, match="Inner task failed.*align-op-2"):
+        _run_pipeline(tmp_path / "root", f"{s3_bucket}/kfp-failing", SMALL, shards=1)
+    (run_dir,) = (tmp_path / "root").iterdir()
+    assert store.is_complete(str(run_dir / "align-op" / "aligned"))  # round 1's policy
+    assert store.is_complete(str(run_dir / "eval-op-3" / "evaluation"))  # round 1's evaluation
+    assert not (run_dir / "align-op-2" / "aligned").exists()
+    assert not (run_dir / "align-op-3").exists() and not (run_dir / "report-op").exists()
+    assert _s3_keys(f"{s3_bucket}/kfp-failing") == []
+    assert (run_dir / "rscorer-teardown-op" / "executor_output.json").is_file()
+    assert "pipeline finished with state FAILED; tearing down the judge endpoint" in capfd.readouterr().out
+
+
 @pytest.mark.slow
 def test_whole_pipeline_on_the_tiny_recipe_under_kfp_local(tmp_path, s3_bucket):
     """The compiled graph with the real stages on the tiny recipe, in-step judge, export to moto S3.

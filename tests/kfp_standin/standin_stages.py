@@ -5,10 +5,13 @@ real ``report`` stage read, so the test can check every hand-off by content.
 """
 
 import json
+import os
 from pathlib import Path
 
 
 def standin_stage(recipe, inputs, out, **options):
+    if "pairs" in inputs and options.get("round") == os.environ.get("SRCAL_STANDIN_FAIL_ALIGN"):
+        raise RuntimeError(f"stand-in: align {options['round']} fails (SRCAL_STANDIN_FAIL_ALIGN)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, path in inputs.items():  # every input must arrive as a finished artifact directory
