@@ -32,3 +32,29 @@ def standin_stage(recipe, inputs, out, **options):
     if "judge" in inputs and "candidates" in inputs:  # score: record how the judge was served
         (out / "judge.json").write_text(json.dumps({"serve": recipe.rscorer.serve, "url": recipe.rscorer.url}))
     return {"counts": {"out": 1}, "standin": True}
+
+
+def standin_score(recipe, inputs, out, **options):
+    """A stand-in R-Scorer for runs whose other stages are real: every ordered pair of a sample's
+    candidates, judged by answer correctness (curate's own rule), in the judgments.jsonl row format."""
+    from srcal import curate
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    calib = Path(inputs["data"]) / "calib.jsonl"
+    for line in calib.read_text().splitlines():
+        row = json.loads(line)
+        truth[str(row["id"])] = row
+    rows = []
+    for sid, row in curate.load_candidates(Path(inputs["candidates"]) / "candidates.jsonl").items():
+        cands = row.get("candidates") or []
+        sample = {**truth.get(sid, {}), **{k: v for k, v in row.items() if k != "candidates"}}
+        ok = [bool(curate._is_correct(sample, c, recipe.rap_answer_prefix)) for c in cands]
+        for a in range(len(cands)):
+            for b in range(len(cands)):
+                if a != b:
+                    pa = 0.5 if ok[a] == ok[b] else (0.85 if ok[a] else 0.1)
+                    rows.append({"id": sid, "a": a, "b": b, "p_A": pa, "p_B": round(0.95 - pa, 4), "p_C": 0.05})
+    (out / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"counts": {"judgments": len(rows)}, "standin": True}
