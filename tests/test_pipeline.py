@@ -213,7 +213,9 @@ def test_parse_overrides():
 
 def test_numeric_leaves_flattens_for_the_ui():
     got = kp.numeric_leaves({"b": {"acc": 0.5, "n": 3, "ok": True, "nan": float("nan")}, "a": "x", "l": [1]})
-    assert got == {"b.acc": 0.5, "b.n": 3.0}
+    assert got == {"b.acc": 0.5, "b.n": 3.0, "l.0": 1.0}
+    evals = {"recipe": "tiny", "rounds": [{"name": "rft", "n": 300, "accuracy": 0.71}]}
+    assert kp.numeric_leaves(evals) == {"rounds.rft.n": 300.0, "rounds.rft.accuracy": 0.71}
 
 
 # ------------------------------------------------------------------------ submit / schedule (stand-in)

@@ -144,7 +144,8 @@ def extract_files(src: str, dest: str, names: list[str]) -> None:
 
 def numeric_leaves(obj: Any, prefix: str = "", limit: int = 100) -> dict[str, float]:
     """Flatten the numeric values of a JSON object into ``{"a.b.c": x}`` (bools and NaN excluded),
-    at most ``limit`` of them: the KFP UI's metrics table and *Compare runs* take flat scalars."""
+    at most ``limit`` of them: the KFP UI's metrics table and *Compare runs* take flat scalars.
+    List items are keyed by their ``name`` (``rounds.rft.accuracy``), else by position."""
     out: dict[str, float] = {}
 
     def walk(node: Any, key: str) -> None:
@@ -153,6 +154,10 @@ def numeric_leaves(obj: Any, prefix: str = "", limit: int = 100) -> dict[str, fl
         if isinstance(node, dict):
             for k in sorted(node):
                 walk(node[k], f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                name = item.get("name") if isinstance(item, dict) else None
+                walk(item, f"{key}.{name if isinstance(name, str) else i}")
         elif isinstance(node, (int, float)) and not isinstance(node, bool) and not math.isnan(node):
             out[key] = float(node)
 
