@@ -19,6 +19,7 @@ from typing import Any
 # name -> "module:function". Add yours with a one-line edit.
 BENCHMARKS: dict[str, str] = {
     "search": "srcal.search:bench_search",
+    "score": "srcal.scorer.score:bench_score",
 }
 
 

@@ -279,6 +279,19 @@ class LabellerConfig:
     tie_margin: float = _help(
         "Oracle: quality difference at or below which the verdict is C (tie).", default=0.0, meta={"min": 0.0}
     )
+    prompt: str = _help(
+        "kind == 'openai': the labeller's chat prompt with {description} {question} {response_a} {response_b}; "
+        "its verdict (A/B/C) is read from one token's log-probs.",
+        default=(
+            "You compare two answers to a question about an image, given a description of the image.\n"
+            "Description: {description}\nQuestion: {question}\n\nResponse A:\n{response_a}\n\n"
+            "Response B:\n{response_b}\n\nWhich response has the more accurate and complete rationale, "
+            "with an answer that follows from it? Reply with one letter: A, B, or C if they are equally good."
+        ),
+    )
+    concurrency: int = _help("kind == 'openai': requests in flight.", default=8, meta={"min": 1})
+    timeout_s: float = _help("kind == 'openai': per-request timeout.", default=60.0, meta={"min": 0.1})
+    retries: int = _help("kind == 'openai': retries per request (exponential backoff).", default=3, meta={"min": 0})
 
 
 @dataclass
@@ -292,13 +305,46 @@ class RScorerConfig:
         "Judge prompt; shared part (description, question) first for prefix caching.",
         default="Scene: {description}\nQuestion: {question}\nA: {response_a}\nB: {response_b}\nBetter:",
     )
-    lr: float = _help(5e-3, default=5e-3, meta={"min": 0.0})
+    pairs_per_sample: int = _help(
+        "Labelled pairs drawn per sample's response pool (more = fewer distinct scenes).", default=4, meta={"min": 1})
+    double_corrupt: float = _help(
+        "Share of corrupted responses corrupted a second time (wider spread of error counts).",
+        default=0.3, meta={"min": 0.0, "max": 1.0})
+    input_format: Literal["facts", "text"] = _help(
+        "'facts': the shapes world's one-token-per-fact language (tiny judge, notes §10); 'text': fields verbatim "
+        "(real judges).", default="text")
+    trainer: Literal["aux", "trl"] = _help(
+        "'aux': our loop with per-claim/count auxiliary targets (tiny judge from scratch); 'trl': TRL SFT with "
+        "the loss on the verdict token (real judges).", default="trl")
+    lr: float = _help("Peak learning rate (cosine schedule after warm-up).", default=5e-3, meta={"min": 0.0})
     steps: int = _help("Judge training steps.", default=2000, meta={"min": 0})
     batch_size: int = _help("Pairs per step (both orders each).", default=16, meta={"min": 1})
+    warmup_steps: int = _help("Linear warm-up steps.", default=50, meta={"min": 0})
+    weight_decay: float = _help("AdamW weight decay.", default=0.01, meta={"min": 0.0})
+    grad_clip: float = _help("Gradient-norm clip.", default=1.0, meta={"min": 0.0})
+    max_train_s: float = _help(
+        "Aux trainer: stop after this many seconds (0 = off); the cosine schedule follows the nearer of steps "
+        "and time, so a capped run still anneals.", default=0.0, meta={"min": 0.0})
+    aux_weight: float = _help("Aux trainer: weight of the claim-tag and count losses.", default=2.0, meta={"min": 0.0})
+    lm_weight: float = _help("Aux trainer: weight of the language-model loss on the responses.", default=1.0,
+                             meta={"min": 0.0})
+    max_count: int = _help("Aux trainer: error / true-claim counts are clipped to max_count − 1.", default=8,
+                           meta={"min": 2})
+    vocab_size: int = _help("Tiny judge: BPE vocabulary cap (must fit every fact word as one token).",
+                            default=3000, meta={"min": 300})
+    hidden: int = _help("Tiny judge width; hidden/heads must be ≥ 32 for vLLM's CPU attention.", default=64,
+                        meta={"min": 32})
+    layers: int = _help("Tiny judge depth.", default=3, meta={"min": 1})
+    heads: int = _help("Tiny judge attention heads.", default=2, meta={"min": 1})
+    intermediate: int = _help("Tiny judge MLP width.", default=256, meta={"min": 8})
+    max_positions: int = _help("Judge context length (tokens).", default=512, meta={"min": 64})
+    eval_batch_size: int = _help("Held-out pairs per forward.", default=64, meta={"min": 1})
+    threads: int = _help("torch threads for training (0 = torch default).", default=2, meta={"min": 0})
     use_lora: bool = _help("LoRA instead of full fine-tune (real recipes).", default=False)
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32, target_modules=r".*\.(q_proj|k_proj|v_proj|o_proj)"))
     serve: Literal["hf", "openai"] = _help("'hf' = in-process judge; 'openai' = vLLM/KServe endpoint at `url`.", default="hf")
     url: str = _help("Endpoint URL when serve == 'openai'.", default="")
+    served_model: str = _help("Model name the judge endpoint serves (vLLM --served-model-name).", default="judge")
     timeout_s: float = _help("Per-request timeout of the judge endpoint.", default=30.0, meta={"min": 0.1})
     retries: int = _help("Retries per judge request.", default=3, meta={"min": 0})
     concurrency: int = _help("Judge requests in flight.", default=8, meta={"min": 1})
@@ -314,6 +360,15 @@ class ScoreConfig:
         "Which pairs: 'all' N(N−1) ordered pairs, or a sparser ring for large N.", default="all"
     )
     batch_size: int = _help("Judge reads per forward.", default=64, meta={"min": 1})
+    max_pairs_per_sample: int = _help(
+        "Cap on ordered pairs judged per sample under 'all' (0 = no cap); beyond it 'adjacent' is used.",
+        default=0, meta={"min": 0})
+    independent_prompt: str = _help(
+        "mode == 'independent': prompt with {description} {question} {response}; the score 1–10 is the "
+        "expectation over the number tokens' probabilities.",
+        default="Description: {description}\nQuestion: {question}\nResponse: {response}\nScore (1-10):")
+    commit_every: int = _help("Samples judged between appends to judgments.jsonl (resume granularity).",
+                              default=8, meta={"min": 1})
 
 
 @dataclass

@@ -1,0 +1,303 @@
+"""R-Scorer's input format: what the text-only judge reads for one pair (description, question, A, B).
+
+The prompt is ``rscorer.prompt_template`` filled with four fields; the shared part (description, question)
+comes first, so a server's prefix cache covers it across the N(N−1) pairs of one sample. The judge answers
+with one verdict token, ``A``, ``B`` or ``C`` (tie), read from the logits at the prompt's last position.
+
+Two ways to fill the fields (``rscorer.input_format``):
+
+* ``text`` — the fields verbatim: the image description (a caption or perception tags a teacher wrote
+  once per image), the question, the two responses. What a Qwen2.5-1.5B-class judge reads on real data.
+* ``facts`` — the shapes world's *fact language*, for the tiny judge trained from scratch in minutes.
+  notes/environment.md §10 measured that a 0.2M-parameter judge only learns pairwise comparison in
+  ~3 minutes on 2 cores when every checkable fact is **one token** in the same form in the description
+  and in the responses; prose sentences stayed near chance. So each sentence is canonicalised, by the
+  oracle's own claim parser (``srcal.data.oracle.parse_claim``, the same templates the world writes
+  with), into one letters-only word — ``There is a red circle in the top left.`` → ``topleftredcircle``,
+  ``The blue bar is 7.`` → ``barblueseven``, ``I count 2 circles.`` → ``countanycircletwo`` — and the
+  description lists the scene's facts in the same words. A sentence that matches no template becomes
+  ``other``; the concluding sentence becomes ``so <answer>``; the answer line ``answer <answer>``.
+
+  The canonicalisation reads only the judge's own inputs (the response text, and the description and
+  question of the sample); it never looks up whether a claim is true. The description is a richer
+  perception-tag list than ``describe_scene``'s prose: every cell (empty ones as ``<cell>none``), object
+  counts per shape, per colour and per colour+shape, or every bar value, the bar count, the tallest and
+  shortest bar and each bar-to-bar comparison — what an image tagger would list, and what makes most
+  claims checkable by finding the same word in the description. Arithmetic claims stay compositional
+  (``three plus four is seven``): they are true or false whatever the image shows.
+
+Fact words use letters only (numbers are spelled) so that Qwen2's pre-tokenizer, which ``AutoTokenizer``
+(and therefore vLLM) rebuilds for a ``qwen2`` folder, keeps each word whole and the BPE trained on
+:func:`fact_vocabulary` gives it one token (checked when the judge is built, notes/environment.md §10).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+VERDICT_LABELS = ("A", "B", "C")
+
+NUMBER_WORDS = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+)  # fmt: skip
+UNKNOWN = "unk"
+OTHER = "other"
+
+
+def number_word(n: int) -> str:
+    """A number as a letters-only word (``7`` → ``seven``); out of range → ``unk``."""
+    return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else UNKNOWN
+
+
+def cell_word(row: int, col: int, grid: int) -> str:
+    """One word for a grid cell: the world's position name without spaces (``topleft``, ``center``), or
+    ``rowbcolc`` style (letters, not digits) for grids larger than 3."""
+    from srcal.data import shapes as W
+
+    if grid <= 3:
+        return W.position_name(row, col, grid).replace(" ", "")
+    return f"row{chr(97 + row)}col{chr(97 + col)}"
+
+
+@dataclass
+class Canonical:
+    """One response in the fact language: ``words`` (space-joined in the prompt) and, per word, the index
+    of the claim it came from (or -1), so a trainer can attach per-claim targets to the right token."""
+
+    words: list[str]
+    claim_of_word: list[int] = field(default_factory=list)
+    answer_word: int = -1  # index in ``words`` of the answer token (-1 when there is no answer line)
+
+    @property
+    def text(self) -> str:
+        return " " + " ".join(self.words)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims → words
+# ---------------------------------------------------------------------------------------------------
+def _answer_word(answer: str | None, grid: int) -> str:
+    """The answer as one word: colour/shape/yes/no as is, numbers spelled, positions joined."""
+    from srcal.data import oracle
+    from srcal.data import shapes as W
+
+    if answer is None:
+        return "none"
+    norm = oracle.normalize_answer(answer)
+    if re.fullmatch(r"\d+", norm):
+        return number_word(int(norm))
+    idx = W.position_index(norm, grid)
+    if idx is not None:
+        return cell_word(*idx, grid)
+    if re.fullmatch(r"[a-z]+", norm):
+        return norm
+    return UNKNOWN
+
+
+def claim_words(claim, grid: int) -> list[str]:
+    """The fact-language words of one parsed claim (``srcal.data.oracle.Claim``); the *last* word carries
+    the claim's truth (that is where a trainer puts the per-claim target)."""
+    from srcal.data import shapes as W
+
+    a = claim.args
+    k = claim.kind
+    if k in ("obj", "empty"):
+        idx = W.position_index(a["pos"], grid)
+        cell = cell_word(*idx, grid) if idx else UNKNOWN
+        return [cell + ("none" if k == "empty" else a["color"] + a["shape"])]
+    if k == "count":
+        return [f"count{a['color'] or 'any'}{a['shape'] or 'shape'}{number_word(a['n'])}"]
+    if k == "bar_count":
+        return [f"barcount{number_word(a['n'])}"]
+    if k == "bar":
+        return [f"bar{a['color']}{number_word(a['v'])}"]
+    if k == "extreme":
+        return [f"{a['ext']}{a['color']}"]
+    if k == "cmp":
+        return [f"{a['c1']}{a['rel']}{a['c2']}"]
+    if k == "num_cmp":
+        return [number_word(a["a"]), a["rel"], number_word(a["b"])]
+    if k == "arith":
+        return [number_word(a["a"]), a["op"], number_word(a["b"]), "is", number_word(a["c"])]
+    return [OTHER]
+
+
+def canonical_response(text: str, grid: int, prefix: str = "Answer:") -> Canonical:
+    """A response (any text, e.g. a generated candidate) in the fact language. Never raises on text."""
+    from srcal.data import oracle
+    from srcal.data.rap import parse_rap
+
+    parsed = parse_rap(text, prefix)
+    words: list[str] = []
+    owner: list[int] = []
+    n_claims = 0
+    for s in parsed.sentences:
+        claim = oracle.parse_claim(s)
+        if claim is not None:
+            ws = claim_words(claim, grid)
+            words += ws
+            owner += [-1] * (len(ws) - 1) + [n_claims]
+            n_claims += 1
+            continue
+        concl = oracle.parse_conclusion(s)
+        if concl is not None:
+            words += ["so", _answer_word(concl, grid)]
+        else:
+            words.append(OTHER)
+        owner += [-1] * (len(words) - len(owner))
+    words.append("answer")
+    words.append(_answer_word(parsed.answer, grid))
+    owner += [-1, -1]
+    return Canonical(words, owner, answer_word=len(words) - 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Description and question → words
+# ---------------------------------------------------------------------------------------------------
+def description_words(scene: dict) -> list[str]:
+    """The scene as perception tags in the fact language, in a fixed order (see module docstring)."""
+    colors = scene.get("vocab", {}).get("colors") or sorted({o["color"] for o in scene.get("objects", [])})
+    shapes_ = scene.get("vocab", {}).get("shapes") or ["circle", "square", "triangle"]
+    if scene["kind"] == "objects":
+        grid = scene["grid"]
+        at = {(o["row"], o["col"]): o for o in scene["objects"]}
+        words = []
+        for r in range(grid):
+            for c in range(grid):
+                o = at.get((r, c))
+                words.append(cell_word(r, c, grid) + (o["color"] + o["shape"] if o else "none"))
+        objs = scene["objects"]
+        count = lambda col, sh: sum(1 for o in objs if col in (None, o["color"]) and sh in (None, o["shape"]))
+        words.append(f"countanyshape{number_word(len(objs))}")
+        words += [f"countany{s}{number_word(count(None, s))}" for s in shapes_]
+        words += [f"count{c}shape{number_word(count(c, None))}" for c in colors]
+        words += [f"count{c}{s}{number_word(count(c, s))}" for c in colors for s in shapes_]
+        return words
+    bars = scene["bars"]
+    words = [f"bar{b['color']}{number_word(b['value'])}" for b in bars]
+    words.append(f"barcount{number_word(len(bars))}")
+    words.append("tallest" + max(bars, key=lambda b: b["value"])["color"])
+    words.append("shortest" + min(bars, key=lambda b: b["value"])["color"])
+    for b1 in bars:
+        for b2 in bars:
+            if b1 is not b2:
+                words.append(b1["color"] + ("taller" if b1["value"] > b2["value"] else "shorter") + b2["color"])
+    return words
+
+
+def question_words(query: dict, grid: int) -> list[str]:
+    """The question in the fact language: its type, then its arguments (``coloratt topleft`` ...)."""
+    t = query["type"]
+    words = ["q" + t.replace("_", "")]
+    if t in ("color_at", "shape_at"):
+        words.append(cell_word(query["row"], query["col"], grid))
+    elif t in ("exists", "where"):
+        words += [query["color"], query["shape"]]
+    elif t == "count":
+        words += [query.get("color") or "any", query.get("shape") or "shape"]
+    elif t == "count_sum":
+        words += [query["s1"], query["s2"]]
+    elif t == "bar_value":
+        words.append(query["color"])
+    elif t in ("compare", "bar_sum", "bar_diff"):
+        words += [query["c1"], query["c2"]]
+    return words
+
+
+def sample_grid(sample: dict) -> int:
+    scene = sample.get("scene") or {}
+    return scene.get("grid") or scene.get("vocab", {}).get("grid", 3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prompts
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class JudgeInput:
+    """The four fields of one pair's prompt, already in the judge's input format."""
+
+    description: str
+    question: str
+    response_a: str
+    response_b: str
+
+
+def shared_fields(sample: dict, input_format: str) -> tuple[str, str]:
+    """(description, question) of a sample: identical for every pair of its candidates."""
+    if input_format == "facts":
+        scene = sample.get("scene")
+        if not scene:
+            raise ValueError(
+                f"sample {sample.get('id')!r} has no scene: rscorer.input_format 'facts' is for the shapes "
+                "world; use input_format 'text' for real data"
+            )
+        grid = sample_grid(sample)
+        return " " + " ".join(description_words(scene)), " " + " ".join(question_words(scene["query"], grid))
+    return str(sample.get("description", "")), str(sample.get("question", ""))
+
+
+def response_field(sample: dict, text: str, input_format: str, prefix: str = "Answer:") -> str:
+    if input_format == "facts":
+        return canonical_response(text, sample_grid(sample), prefix).text
+    return text.strip()
+
+
+def judge_input(sample: dict, response_a: str, response_b: str, input_format: str,
+                prefix: str = "Answer:") -> JudgeInput:
+    d, q = shared_fields(sample, input_format)
+    return JudgeInput(d, q, response_field(sample, response_a, input_format, prefix),
+                      response_field(sample, response_b, input_format, prefix))
+
+
+def render_prompt(template: str, ji: JudgeInput) -> str:
+    """Fill the template. Raises a clear error when the template lacks a field (a recipe mistake)."""
+    for name in ("description", "question", "response_a", "response_b"):
+        if "{" + name + "}" not in template:
+            raise ValueError(f"rscorer.prompt_template must contain {{{name}}}; got {template!r}")
+    return template.format(description=ji.description, question=ji.question, response_a=ji.response_a,
+                           response_b=ji.response_b)
+
+
+def field_spans(template: str, ji: JudgeInput) -> tuple[str, dict[str, tuple[int, int]]]:
+    """The prompt and the character span of each filled field, so a trainer can map words to tokens."""
+    out, spans, pos = [], {}, 0
+    for part in re.split(r"(\{\w+\})", template):
+        if part.startswith("{") and part.endswith("}"):
+            name = part[1:-1]
+            value = getattr(ji, name)
+            spans[name] = (pos, pos + len(value))
+        else:
+            value = part
+        out.append(value)
+        pos += len(value)
+    return "".join(out), spans
+
+
+# ---------------------------------------------------------------------------------------------------
+# The closed vocabulary (for the tiny judge's tokenizer)
+# ---------------------------------------------------------------------------------------------------
+def fact_vocabulary(colors: Iterable[str], shapes_: Iterable[str], grid: int, max_value: int,
+                    max_objects: int) -> list[str]:
+    """Every word the fact language can produce for a world of this configuration."""
+    colors, shapes_ = list(colors), list(shapes_)
+    top = min(len(NUMBER_WORDS) - 1, max(2 * max_value + 1, grid * grid, max_objects + 1))
+    nums = list(NUMBER_WORDS[: top + 1])
+    cells = [cell_word(r, c, grid) for r in range(grid) for c in range(grid)]
+    words = set(nums) | {UNKNOWN, OTHER, "so", "answer", "none", "is", "plus", "minus", "more", "less",
+                         "yes", "no", "nothing", "shape", "any"}
+    words |= set(colors) | set(shapes_) | set(cells)
+    words |= {c + "none" for c in cells} | {c + co + s for c in cells for co in colors for s in shapes_}
+    for co in [None, *colors]:
+        for s in [None, *shapes_]:
+            words |= {f"count{co or 'any'}{s or 'shape'}{n}" for n in nums}
+    words |= {f"barcount{n}" for n in nums}
+    words |= {f"bar{co}{n}" for co in colors for n in nums}
+    words |= {f"{e}{co}" for e in ("tallest", "shortest") for co in colors}
+    words |= {f"{a}{rel}{b}" for a in colors for b in colors if a != b for rel in ("taller", "shorter")}
+    from srcal.data import shapes as W
+
+    words |= {"q" + t.replace("_", "") for t in W.QUESTION_TEMPLATES}
+    return sorted(words)

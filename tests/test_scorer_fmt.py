@@ -1,0 +1,88 @@
+"""The judge's input format (srcal.scorer.fmt): fact language, prompts, the closed vocabulary."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from srcal.config import load_recipe
+from srcal.data import oracle
+from srcal.scorer import fmt
+from srcal.scorer.data import judge_samples
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    return load_recipe("tiny")
+
+
+def test_claims_become_single_fact_words():
+    grid = 3
+    canon = fmt.canonical_response(
+        "There is a red circle in the top left. The center cell is empty. I count 2 circles. "
+        "The blue bar is 7. 3 plus 4 is 8. So the answer is 2.\nAnswer: 2", grid)
+    assert canon.words == ["topleftredcircle", "centernone", "countanycircletwo", "barblueseven",
+                           "three", "plus", "four", "is", "eight", "so", "two", "answer", "two"]
+    # each claim's target sits on its last word; the answer word is the last one
+    assert canon.claim_of_word == [0, 1, 2, 3, -1, -1, -1, -1, 4, -1, -1, -1, -1]
+    assert canon.answer_word == len(canon.words) - 1
+
+
+def test_unparseable_text_never_raises():
+    canon = fmt.canonical_response("blah blah ??? no answer here", 3)
+    assert canon.words[-2:] == ["answer", "none"]
+    assert fmt.OTHER in canon.words
+    assert fmt.canonical_response("", 3).words == ["answer", "none"]
+
+
+def test_true_claims_appear_verbatim_in_the_description(recipe):
+    """The point of the format: a claim about the scene is true iff its word is in the description."""
+    rng = random.Random(0)
+    checked = 0
+    for s in judge_samples(recipe, 60, "fmt-test"):
+        desc = set(fmt.description_words(s["scene"]))
+        grid = fmt.sample_grid(s)
+        for kind in ("teacher", *oracle.CORRUPTIONS):
+            text = oracle.teacher_rap(s, rng) if kind == "teacher" else oracle.corrupt_rap(
+                s, oracle.teacher_rap(s, rng), kind, rng)
+            for claim in oracle.assess(s, text).claims:
+                if claim.kind in ("num_cmp", "arith"):
+                    continue  # scene-independent arithmetic: checked compositionally
+                word = fmt.claim_words(claim, grid)[-1]
+                assert (word in desc) == claim.true, (claim, word)
+                checked += 1
+    assert checked > 200
+
+
+def test_every_produced_word_is_in_the_vocabulary(recipe):
+    sh = recipe.data.shapes
+    vocab = set(fmt.fact_vocabulary(sh.colors, sh.shapes, sh.grid, sh.max_value, sh.max_objects))
+    rng = random.Random(1)
+    for s in judge_samples(recipe, 80, "fmt-vocab"):
+        rap = oracle.teacher_rap(s, rng)
+        texts = [rap] + [oracle.corrupt_rap(s, rap, k, rng) for k in oracle.CORRUPTIONS]
+        ji = [fmt.judge_input(s, t, texts[0], "facts") for t in texts]
+        words = {w for j in ji for f in (j.description, j.question, j.response_a) for w in f.split()}
+        assert words <= vocab, words - vocab
+
+
+def test_prompt_puts_the_shared_part_first_and_checks_fields(recipe):
+    s = judge_samples(recipe, 1, "fmt-prompt")[0]
+    ji = fmt.judge_input(s, "The answer is red.\nAnswer: red", "Answer: blue", "facts")
+    prompt, spans = fmt.field_spans(recipe.rscorer.prompt_template, ji)
+    assert prompt == fmt.render_prompt(recipe.rscorer.prompt_template, ji)
+    assert spans["description"][1] <= spans["question"][0] <= spans["response_a"][0] < spans["response_b"][0]
+    assert prompt[slice(*spans["response_b"])] == ji.response_b
+    assert prompt.endswith("Verdict:")
+    with pytest.raises(ValueError, match="response_b"):
+        fmt.render_prompt("{description} {question} {response_a}", ji)
+
+
+def test_text_format_passes_fields_verbatim():
+    s = {"id": "x", "question": "What is shown?", "description": "A cat on a mat."}
+    ji = fmt.judge_input(s, " It is a cat.\nAnswer: cat ", "Answer: dog", "text")
+    assert (ji.description, ji.question, ji.response_a) == ("A cat on a mat.", "What is shown?",
+                                                             "It is a cat.\nAnswer: cat")
+    with pytest.raises(ValueError, match="input_format 'text'"):
+        fmt.judge_input(s, "a", "b", "facts")
