@@ -83,6 +83,16 @@ def test_plan_layout_and_wiring():
         produced.add(s.output)
 
 
+def test_plan_real_data_trains_the_judge_on_rft_candidates():
+    """Real data has no oracle scenes: rscorer-data reads round 1's search (the RFT model's candidates)."""
+    recipe = load_recipe("tiny", ["rounds=1"])
+    recipe.data.world = "real"  # plan only; the tiny model cannot run on real data
+    keys = [s.key for s in flow.plan_run(recipe, "/r")]
+    assert keys.index("round1/search") < keys.index("rscorer/data") < keys.index("round1/score")
+    by = {s.key: s for s in flow.plan_run(recipe, "/r")}
+    assert by["rscorer/data"].inputs["candidates"] == "/r/round1/search"
+
+
 def test_plan_shards_search_and_merges():
     steps = flow.plan_run(load_recipe("tiny", ["rounds=1", "search.shards=2"]), "s3://b/run")
     by = {s.key: s for s in steps}

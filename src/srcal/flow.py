@@ -80,8 +80,16 @@ def plan_run(recipe, out: str) -> list[Step]:
     add("eval/base", "eval", {"model": base, "base": base, "data": data}, round="base")
     rft = add("rft", "rft", {"base": base, "data": data})
     add("eval/rft", "eval", {"model": rft, "base": base, "data": data}, round="rft")
-    rdata = add("rscorer/data", "rscorer-data", {"data": data, "base": base, "rft": rft})
-    judge = add("rscorer/judge", "rscorer-train", {"rscorer_data": rdata})
+    # R-Scorer's pairs: the shapes world labels its own scenes; real data needs the RFT model's candidates
+    # (round 1's search, which runs from the RFT policy), so there the judge is trained after that search.
+    judge_needs_candidates = recipe.data.world == "real"
+
+    def add_judge(candidates: str | None) -> str:
+        rin = {"data": data, "base": base, "rft": rft, **({"candidates": candidates} if candidates else {})}
+        rdata = add("rscorer/data", "rscorer-data", rin)
+        return add("rscorer/judge", "rscorer-train", {"rscorer_data": rdata})
+
+    judge = None if judge_needs_candidates else add_judge(None)
     policy = rft
     for k in range(1, recipe.rounds + 1):
         r = f"round{k}"
@@ -95,6 +103,8 @@ def plan_run(recipe, out: str) -> list[Step]:
                                        split="calib", shard=f"{i}/{n}", round=r)
                       for i in range(n)}
             cands = add(f"{r}/search", "search-merge", shards)
+        if judge is None:
+            judge = add_judge(cands)
         judg = add(f"{r}/score", "score", {"candidates": cands, "judge": judge, "data": data})
         pairs = add(f"{r}/curate", "curate", {"judgments": judg, "candidates": cands, "data": data})
         policy = add(f"{r}/align", "align", {"pairs": pairs, "policy": policy, "base": base, "data": data}, round=r)
