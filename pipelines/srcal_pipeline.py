@@ -11,7 +11,9 @@ GPU steps (base, rft, eval, search, rscorer-train, align) get the accelerator ty
 node selector, the GPU tolerations and a memory-backed /dev/shm from pipeline parameters
 (kfp-kubernetes). Every other step gets the CPU node selector and no toleration, so it stays off
 tainted GPU nodes. The judge's GPU is requested by the InferenceService that rscorer-serve creates,
-not by the step's pod (which only talks to the Kubernetes API). Every step gets the S3 credentials
+not by the step's pod (which only talks to the Kubernetes API). The score steps are placed by their
+own parameters (``score_*``): by default on the CPU pool without GPUs (they only call the KServe
+judge); with ``judge_serving`` in-step on a cluster, point them at the GPU pool. Every step gets the S3 credentials
 from the Kubernetes secret named by ``s3_secret`` (``use_secret_as_env``); no credential is in the YAML.
 """
 
@@ -65,6 +67,16 @@ def _cpu(task: dsl.PipelineTask, p: dict) -> dsl.PipelineTask:
     return task
 
 
+def _score_placement(task: dsl.PipelineTask, p: dict) -> dsl.PipelineTask:
+    """The score step serves the judge itself in the in-step modes, so its pool and GPUs are parameters
+    of their own (default: CPU pool, no GPU, no toleration: right for ``judge_serving=kserve``)."""
+    task.set_accelerator_type(p["accelerator_type"]).set_accelerator_limit(p["score_gpus"])
+    kubernetes.add_node_selector_json(task, p["score_node_selector"])
+    kubernetes.add_toleration_json(task, p["score_tolerations"])
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+    return task
+
+
 def _common(task: dsl.PipelineTask, name: str, p: dict, *, retry: bool = False,
             cache: bool = True) -> dsl.PipelineTask:
     """Display name, S3 credentials from the secret, retries on transient steps, caching."""
@@ -105,6 +117,9 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS):
         search_gpus: int = 1,
         rscorer_gpus: int = 1,
         judge_gpus: int = 1,
+        score_gpus: int = 0,
+        score_node_selector: dict = {},  # noqa: B006
+        score_tolerations: list = [],  # noqa: B006
         align_gpus: int = 1,
         train_nodes: int = 1,
         judge_runtime: str = "srcal-vllm",
@@ -121,6 +136,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS):
         s3_secret: Kubernetes secret with AWS_* keys for the steps (manifests/base/s3-secret.yaml).
         s3_prefix: where export publishes report, final policy and judge metrics (empty: no export).
         accelerator_type, *_gpus, gpu_node_selector, gpu_tolerations: the GPU pool of the GPU steps.
+        score_gpus / score_node_selector / score_tolerations: the score steps (GPU pool for in-step serving).
         cpu_node_selector: the pool of every other step. train_nodes > 1: rft/align as TrainJobs.
         judge_runtime / judge_service_account / judge_ready_timeout_s: the judge InferenceService.
         """
@@ -172,9 +188,10 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS):
                 merge = _cpu(_common(search_merge_op(**cfg, shards=dsl.Collected(search.outputs["candidates"])),
                                      f"search-merge-{r}", p), p)
                 cands = merge.outputs["candidates"]
-                score = score_op(**cfg, judge_serving=judge_serving, judge_url=serve.output, candidates=cands,
-                                 judge=judge, data=data_a)
-                _cpu(_common(score, f"score-{r}", p, retry=True), p)
+                score = score_op(**cfg, judge_serving=judge_serving, judge_url=serve.output,
+                                 accelerator_type=accelerator_type, gpus=score_gpus, candidates=cands, judge=judge,
+                                 data=data_a)
+                _score_placement(_common(score, f"score-{r}", p, retry=True), p)
                 curate = _cpu(_common(curate_op(**cfg, judgments=score.outputs["judgments"], candidates=cands,
                                                 data=data_a), f"curate-{r}", p), p)
                 align = _gpu(_common(align_op(**cfg, round_name=r, accelerator_type=accelerator_type, gpus=align_gpus, num_nodes=train_nodes, s3_secret=s3_secret,

@@ -90,6 +90,12 @@ def test_gpu_settings_on_exactly_the_gpu_steps(spec):
             continue
         k8s = executors[label]
         resources = containers[label]["container"].get("resources", {})
+        if kind == "score":  # placed by its own parameters (in-step judge serving needs a GPU there)
+            assert resources["accelerator"]["resourceCount"].endswith("score_gpus']}}")
+            assert k8s["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith("score_node_selector")
+            assert k8s["tolerations"][0]["tolerationJson"]["componentInputParameter"].endswith("score_tolerations")
+            continue
+        resources = containers[label]["container"].get("resources", {})
         is_gpu = kind in GPU_KINDS
         has_accel = "accelerator" in resources
         tolerations = k8s.get("tolerations", [])
@@ -178,7 +184,9 @@ def test_parameters(spec):
     assert {"recipe", "overrides", "base_model_uri", "data_uri", "shards", "judge_serving", "s3_secret",
             "s3_prefix", "accelerator_type", "gpu_node_selector", "gpu_tolerations", "cpu_node_selector",
             "rft_gpus", "search_gpus", "rscorer_gpus", "judge_gpus", "align_gpus", "eval_gpus", "base_gpus",
-            "train_nodes"} <= set(params)
+            "train_nodes", "score_gpus", "score_node_selector", "score_tolerations"} <= set(params)
+    # by default the score steps ask for no GPU and no GPU toleration (they call the KServe judge)
+    assert params["score_gpus"]["defaultValue"] == 0 and params["score_tolerations"]["defaultValue"] == []
     assert params["recipe"]["defaultValue"] == "tiny"
     assert params["shards"]["parameterType"] == "NUMBER_INTEGER"
 

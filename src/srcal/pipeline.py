@@ -94,22 +94,24 @@ def check_gpus(gpus: int | None, accelerator_type: str = "nvidia.com/gpu") -> No
 
 
 def run_score(recipe: str, overrides: str, judge_serving: str, judge_url: str, inputs: dict[str, str],
-              output: str) -> dict:
+              output: str, *, gpus: int | None = None, accelerator_type: str = "nvidia.com/gpu") -> dict:
     """The score step for each way of serving the judge (see :mod:`srcal.kserve`)."""
     from srcal import kserve
 
+    kw = {"gpus": gpus, "accelerator_type": accelerator_type}
     if judge_serving == "kserve":
         if not judge_url:
             raise PipelineError("judge_serving=kserve but rscorer-serve returned no URL")
         extra = ["rscorer.serve=openai", f"rscorer.url={judge_url}"]
-        return run_stage("score", recipe, overrides, inputs, output, extra_overrides=extra)
+        return run_stage("score", recipe, overrides, inputs, output, extra_overrides=extra, **kw)
     if judge_serving == "in-step":
-        return run_stage("score", recipe, overrides, inputs, output, extra_overrides=["rscorer.serve=hf"])
+        return run_stage("score", recipe, overrides, inputs, output, extra_overrides=["rscorer.serve=hf"], **kw)
     if judge_serving == "in-step-vllm":
+        check_gpus(gpus, accelerator_type)
         port = kserve.free_port()
         with kserve.local_openai_server(kserve.vllm_server_argv(inputs["judge"], port), port) as url:
             extra = ["rscorer.serve=openai", f"rscorer.url={url}"]
-            return run_stage("score", recipe, overrides, inputs, output, extra_overrides=extra)
+            return run_stage("score", recipe, overrides, inputs, output, extra_overrides=extra, **kw)
     raise PipelineError(f"judge_serving={judge_serving!r}: expected one of {kserve.MODES}")
 
 
