@@ -34,6 +34,9 @@ log = logging.getLogger("srcal.stages")
 # A stage's resume key = hash(those recipe sections + the input artifacts' content hashes + options).
 STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "data": ("srcal.data.build:run_data_build", ("seed", "data")),
+    "base": ("srcal.rationale:run_base", ("seed", "data", "model", "base_train", "device")),
+    "rft": ("srcal.rationale:run_rft", ("seed", "model", "teacher", "rft", "rap_answer_prefix", "device")),
+    "eval": ("srcal.evaluate:run_eval", ("seed", "model", "eval", "rap_answer_prefix", "device")),
     "search": ("srcal.search:run_search", ("seed", "model", "search", "rap_answer_prefix", "device")),
     "search-merge": ("srcal.search:run_search_merge", ()),
     "rscorer-data": ("srcal.scorer.data:run_rscorer_data", ("seed", "data", "labeller", "rscorer", "rap_answer_prefix")),

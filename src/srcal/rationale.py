@@ -1,0 +1,501 @@
+"""Stage 1 of SRC: the base LVLM, RAP augmentation with a teacher, and rationale fine-tuning (RFT).
+
+* ``base`` (:func:`run_base`): the model SRC starts from. The paper starts from instruction-tuned LVLMs
+  trained mostly on short answers; for the shapes world we build the tiny LLaVA (``srcal.models.tiny``) and
+  fully fine-tune it on short answers (``base_train.jsonl``) — well above chance, still wrong often, so that
+  calibration has room. Real recipes write a pointer to the hub id / path instead of copying weights.
+* RAP augmentation (:func:`augment`): a **teacher** turns each sample into a rationale-answer pair (RAP):
+  the oracle teacher in the shapes world, an OpenAI-compatible VLM endpoint for real data (the paper uses
+  e.g. Qwen2-VL-72B), or the dataset's own rationale where one ships. A RAP is kept only if its parsed
+  answer matches the ground truth (benchmark scoring rules, ``srcal.evaluate.score_answer``); every drop
+  is counted by reason. Teacher replies are cached in a JSONL keyed by teacher identity + sample, so a
+  re-run never pays twice.
+* ``rft`` (:func:`run_rft`): LoRA SFT with TRL on (plain question → RAP). The prompt carries **no**
+  instruction to reason (SRC §3.1), so the model learns to answer in RAP form unprompted. LoRA stays in the
+  language model (vLLM can serve it). Checkpoints every ``rft.save_steps`` in the stage's stable scratch
+  directory; a re-run after a kill resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("srcal.rationale")
+
+IGNORE_INDEX = -100
+
+
+# =============================================================================================== helpers
+
+
+def _read_split(data_dir: Path, name: str, max_rejected_share: float) -> tuple[list[dict], list[dict]]:
+    """Rows of ``<name>.jsonl`` whose images exist and decode; the rest are quarantined (rejected)."""
+    from srcal.data.schema import read_jsonl
+
+    path = data_dir / f"{name}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the data artifact has no '{name}' split (run `srcal data build`)")
+    return read_jsonl(path, images_root=data_dir, max_rejected_share=max_rejected_share)
+
+
+def _load_image(data_dir: Path, rel: str):
+    from PIL import Image
+
+    with Image.open(data_dir / rel) as im:
+        return im.convert("RGB")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    from srcal.data.schema import write_jsonl
+
+    write_jsonl(path, rows)
+
+
+# ================================================================================================ base
+
+
+def run_base(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
+    """Stage ``base``: build + short-answer-train the tiny LVLM, or point at a real base model."""
+    from srcal.models.loading import write_base_pointer
+
+    if recipe.model.base != "tiny":
+        write_base_pointer(out, recipe.model.base, recipe.model.family)
+        return {"base": recipe.model.base, "family": recipe.model.family, "trained": False}
+    return train_tiny_base(recipe, Path(inputs["data"]), out)
+
+
+def build_tiny_from_recipe(recipe, out: Path) -> Path:
+    """The untrained tiny LVLM of ``recipe.model.family``, tokenizer trained on shapes-world text."""
+    from srcal.data import shapes
+    from srcal.models.tiny import build_tiny_lvlm
+
+    t = recipe.model.tiny
+    corpus = shapes.corpus(recipe.data.shapes, t.corpus_samples, seed=recipe.seed)
+    sizes = {"vision_hidden": t.vision_hidden, "vision_layers": t.vision_layers, "vision_heads": t.vision_heads,
+             "text_hidden": t.text_hidden, "text_layers": t.text_layers, "text_heads": t.text_heads,
+             "text_intermediate": t.text_intermediate or None}
+    if recipe.model.family == "llava":
+        sizes["patch_size"] = t.patch_size
+    return build_tiny_lvlm(recipe.model.family, corpus, out, image_size=recipe.data.shapes.image_size,
+                           vocab_size=t.vocab_size, sizes=sizes, seed=recipe.seed)
+
+
+def encode_example(processor, messages: list[dict], completion: str, image) -> dict[str, Any]:
+    """Token ids, labels and image tensors of one (prompt → completion) example, unbatched.
+
+    The text is the chat template over prompt + assistant turn; labels cover only the assistant's text and
+    its end-of-turn (the tokens after the last ``<|im_start|>assistant\\n``), as TRL's completion-only loss.
+    """
+    import torch
+
+    full = processor.apply_chat_template(
+        [*messages, {"role": "assistant", "content": [{"type": "text", "text": completion}]}], tokenize=False)
+    enc = processor(images=[image], text=[full], return_tensors="pt")
+    ids = enc["input_ids"][0]
+    tok = processor.tokenizer
+    start_id = tok.convert_tokens_to_ids("<|im_start|>")
+    header = len(tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"])
+    starts = (ids == start_id).nonzero().flatten()
+    if len(starts) == 0:
+        raise ValueError("chat template produced no <|im_start|> turn; is this a ChatML-style template?")
+    cut = int(starts[-1]) + header
+    labels = ids.clone()
+    labels[:cut] = IGNORE_INDEX
+    ex = {k: v[0] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v for k, v in enc.items()}
+    ex["labels"] = labels
+    assert isinstance(ex["input_ids"], torch.Tensor)
+    return ex
+
+
+def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Right-pad the sequence keys; concatenate image tensors along dim 0 (LLaVA: images; Qwen2-VL: patches)."""
+    import torch
+
+    seq_pad = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE_INDEX, "mm_token_type_ids": 0}
+    length = max(len(e["input_ids"]) for e in examples)
+    batch: dict[str, Any] = {}
+    for key in examples[0]:
+        if key in seq_pad:
+            batch[key] = torch.stack([torch.nn.functional.pad(e[key], (0, length - len(e[key])), value=seq_pad[key])
+                                      for e in examples])
+        else:
+            batch[key] = torch.cat([e[key] for e in examples], dim=0)
+    return batch
+
+
+def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
+    """Full fine-tune of the tiny LVLM on short answers (plain PyTorch loop: faster than Trainer at this size).
+
+    AdamW with linear warm-up then cosine decay, gradient clipping; the loss is on the answer tokens only.
+    Writes the model + processor into ``out`` and the loss curve into ``train_log.jsonl``.
+    """
+    import torch
+
+    from srcal.data.oracle import short_answer_text
+    from srcal.models.loading import load_processor, pick_device, plain_question_messages
+
+    cfg = recipe.base_train
+    torch.manual_seed(recipe.seed)
+    t0 = time.time()
+    rows, rejected = _read_split(data_dir, "base_train", recipe.data.max_rejected_share)
+    if not rows:
+        raise ValueError(f"{data_dir}/base_train.jsonl has no usable rows; set data.base_train_size > 0")
+    build_dir = out / "_untrained"
+    build_tiny_from_recipe(recipe, build_dir)
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(build_dir)
+    proc = load_processor(build_dir)
+    device = pick_device(recipe.device)
+    model.to(device).train()
+    examples = [encode_example(proc, plain_question_messages(r["question"], r.get("choices")),
+                               short_answer_text(r), _load_image(data_dir, r["image"])) for r in rows]
+    t_enc = time.time()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = max(1, int(cfg.warmup_ratio * cfg.steps))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + __import__("math").cos(__import__("math").pi * (step - warmup) / max(1, cfg.steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    rng = random.Random(recipe.seed)
+    order: list[int] = []
+    log_rows = []
+    pad_id = proc.tokenizer.pad_token_id
+    for step in range(cfg.steps):
+        if len(order) < cfg.batch_size:
+            perm = list(range(len(examples)))
+            rng.shuffle(perm)
+            order += perm
+        idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
+        loss = model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"base training diverged at step {step} (loss {loss.item()}); lower base_train.lr")
+        log_rows.append({"step": step + 1, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0]})
+        if (step + 1) % 50 == 0:
+            log.info("base step %d/%d loss %.4f", step + 1, cfg.steps, loss.item())
+    t_train = time.time()
+    model.eval()
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    shutil.rmtree(build_dir)
+    _write_jsonl(out / "train_log.jsonl", log_rows)
+    if rejected:
+        _write_jsonl(out / "rejected.jsonl", rejected)
+    tail = [r["loss"] for r in log_rows[-20:]]
+    return {"base": "tiny", "family": recipe.model.family, "trained": True,
+            "counts": {"train_rows": len(rows), "rejected": len(rejected), "steps": cfg.steps},
+            "params": sum(p.numel() for p in model.parameters()),
+            "final_loss": sum(tail) / len(tail) if tail else None,
+            "steps_per_s": round(cfg.steps / max(t_train - t_enc, 1e-9), 3),
+            "timings_s": {"encode": round(t_enc - t0, 3), "train": round(t_train - t_enc, 3)}}
+
+
+# ============================================================================================ teacher
+
+
+def teacher_identity(recipe) -> dict[str, Any]:
+    """What makes two teacher outputs interchangeable: the cache key's teacher part."""
+    t = recipe.teacher
+    ident: dict[str, Any] = {"kind": t.kind, "prefix": recipe.rap_answer_prefix}
+    if t.kind == "openai":
+        ident.update(url=t.url, model=t.model, prompt=t.prompt, max_tokens=t.max_tokens, temperature=t.temperature)
+    if t.kind == "oracle":
+        ident.update(seed=recipe.seed)
+    return ident
+
+
+def sample_key(sample: dict) -> str:
+    """Cache key of one sample: id, question and answer (an edited row is a new request)."""
+    blob = json.dumps([sample["id"], sample["question"], sample["answer"], sample.get("choices")], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class TeacherCache:
+    """Append-only JSONL of teacher replies ``{"key", "text" | "failure"}``; later lines win.
+
+    Failures are cached too (with their kind) only when permanent (``http_4xx``); transient ones are retried
+    on the next run. Writes are flushed per line so a killed run keeps what it paid for.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                    self.entries[rec["key"]] = rec
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a torn last line from a killed run
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the stage; closed in close())
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def put(self, rec: dict) -> None:
+        self.entries[rec["key"]] = rec
+        self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def teacher_cache_path(recipe, out: Path) -> Path:
+    """Where teacher replies are cached: ``teacher.cache_dir`` if set, else the user cache.
+
+    Keyed by the teacher identity, so changing the teacher's model or prompt starts a new file.
+    """
+    from srcal import store
+
+    ident = hashlib.sha256(json.dumps(teacher_identity(recipe), sort_keys=True).encode()).hexdigest()[:16]
+    root = Path(recipe.teacher.cache_dir) if recipe.teacher.cache_dir else store.cache_root() / "teacher"
+    return root / f"{recipe.teacher.kind}-{ident}.jsonl"
+
+
+def _endpoint_fn(recipe, data_dir: Path):
+    """A function sample → RAP text that calls the OpenAI-compatible teacher (retries inside the client)."""
+    from srcal.client import OpenAIClient, image_part
+    from srcal.data.rap import parse_rap
+    from srcal.models.loading import question_text
+
+    t = recipe.teacher
+    client = OpenAIClient(t.url, t.model, concurrency=t.concurrency, timeout_s=t.timeout_s, retries=t.retries,
+                          seed=recipe.seed)
+    prefix = recipe.rap_answer_prefix
+
+    def parse(text: str) -> str:
+        if parse_rap(text, prefix).answer is None:  # retried by the client as "unparseable"
+            raise ValueError(f"teacher reply has no '{prefix}' line: {text[:80]!r}")
+        return text.strip()
+
+    def ask(sample: dict) -> str:
+        prompt = t.prompt.format(question=question_text(sample["question"], sample.get("choices")))
+        msg = {"role": "user", "content": [image_part(data_dir / sample["image"]), {"type": "text", "text": prompt}]}
+        return client.chat_text([msg], parse=parse, max_tokens=t.max_tokens, temperature=t.temperature)
+
+    return client, ask
+
+
+def augment(recipe, samples: list[dict], data_dir: Path, cache_path: Path) -> tuple[list[dict], list[dict], dict]:
+    """Rationale-answer pairs for ``samples`` from the recipe's teacher, filtered by answer match.
+
+    Returns (kept RAP rows ``{..sample, "rap", "teacher"}``, dropped rows with ``reason``, counts). Reasons:
+    ``teacher_failed:<kind>`` (timeouts, 5xx, garbage after retries), ``no_answer`` (unparseable RAP),
+    ``answer_mismatch`` (the RAP's answer is wrong), ``no_rationale`` (teacher kind ``dataset`` and the row
+    ships none).
+    """
+    from collections import Counter
+
+    from srcal.client import Failure
+    from srcal.data.rap import parse_rap, render_rap, split_sentences
+    from srcal.evaluate import score_answer
+
+    prefix = recipe.rap_answer_prefix
+    kind = recipe.teacher.kind
+    cache = TeacherCache(cache_path)
+    texts: dict[str, str | Failure] = {}
+    counts: Counter = Counter()
+    try:
+        todo = []
+        for s in samples:
+            k = sample_key(s)
+            hit = cache.get(k)
+            if hit is not None and "text" in hit:
+                texts[s["id"]] = hit["text"]
+                counts["cache_hits"] += 1
+            elif kind == "oracle":
+                if not isinstance(s.get("scene"), dict):
+                    texts[s["id"]] = Failure("no_scene", "the oracle teacher needs a shapes-world scene")
+                    continue
+                from srcal.data import oracle
+
+                rng = random.Random(f"{recipe.seed}:teacher:{s['id']}")
+                texts[s["id"]] = oracle.teacher_rap(s, rng, prefix)
+                cache.put({"key": k, "id": s["id"], "text": texts[s["id"]]})
+            elif kind == "dataset" or (recipe.teacher.use_dataset_rationales and s.get("rationale")):
+                if s.get("rationale"):
+                    texts[s["id"]] = render_rap(split_sentences(s["rationale"]) or [s["rationale"].strip()],
+                                                s["answer"], prefix)
+                else:
+                    texts[s["id"]] = Failure("no_rationale", "row ships no rationale")
+            else:
+                todo.append(s)
+        if todo:
+            client, ask = _endpoint_fn(recipe, data_dir)
+            by_index = {i: s for i, s in enumerate(todo)}
+
+            def on_done(i: int, res) -> None:
+                s = by_index[i]
+                if isinstance(res, Failure):
+                    texts[s["id"]] = res
+                else:
+                    texts[s["id"]] = res
+                    cache.put({"key": sample_key(s), "id": s["id"], "text": res})
+                    counts["teacher_calls_ok"] += 1
+
+            try:
+                client.map_requests(todo, ask, on_done=on_done)
+            finally:
+                client.close()
+    finally:
+        cache.close()
+
+    kept, dropped = [], []
+    for s in samples:
+        res = texts.get(s["id"])
+        reason = None
+        if isinstance(res, Failure) or res is None:
+            fk = res.kind if isinstance(res, Failure) else "missing"
+            reason = "no_rationale" if fk == "no_rationale" else f"teacher_failed:{fk}"
+        else:
+            parsed = parse_rap(res, prefix)
+            if parsed.answer is None:
+                reason = "no_answer"
+            elif not parsed.sentences:
+                reason = "no_rationale"
+            elif not score_answer(s, parsed.answer):
+                reason = "answer_mismatch"
+        if reason:
+            counts[f"dropped:{reason}"] += 1
+            dropped.append({"id": s["id"], "reason": reason, "teacher_output": res if isinstance(res, str) else
+                            (res.reason if isinstance(res, Failure) else None)})
+        else:
+            kept.append({**s, "rap": res.strip(), "teacher": kind})
+    counts["kept"] = len(kept)
+    return kept, dropped, dict(counts)
+
+
+# ================================================================================================ RFT
+
+
+def _sft_rows(raps: list[dict], data_dir: Path) -> tuple[list[dict], list[dict]]:
+    """TRL prompt/completion rows with images; rows whose image fails to load are quarantined."""
+    from srcal.models.loading import plain_question_messages
+
+    rows, bad = [], []
+    for r in raps:
+        try:
+            img = _load_image(data_dir, r["image"])
+        except Exception as e:  # noqa: BLE001 — any decoder error means the same: unusable image
+            bad.append({"id": r["id"], "field": "image", "reason": f"image failed to load: {type(e).__name__}: {e}"})
+            continue
+        rows.append({"images": [img], "prompt": plain_question_messages(r["question"], r.get("choices")),
+                     "completion": [{"role": "assistant", "content": [{"type": "text", "text": r["rap"]}]}]})
+    return rows, bad
+
+
+def last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` under ``ckpt_dir`` (one with trainer_state.json), if any."""
+    if not ckpt_dir.exists():
+        return None
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=None) -> dict:
+    """LoRA SFT of the base LVLM on (plain question → RAP) rows with TRL; resumes from ``out/checkpoints``.
+
+    Saves the adapter (``adapter_model.safetensors`` + ``adapter_config.json``) and the processor into
+    ``out``. Returns training stats (steps, steps/s, final loss, whether it resumed).
+    """
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from srcal.models.loading import load_lvlm, lora_config, pick_device
+
+    c = recipe.rft
+    device = pick_device(recipe.device)
+    torch.manual_seed(recipe.seed)
+    model, proc = load_lvlm(base_dir, dtype=recipe.model.dtype, device=device,
+                            attn_implementation=recipe.model.attn_implementation)
+    proc.tokenizer.padding_side = "right"
+    ckpt_dir = out / "checkpoints"
+    resume = last_checkpoint(ckpt_dir)
+    args = SFTConfig(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=c.batch_size, gradient_accumulation_steps=c.grad_accum,
+        num_train_epochs=c.epochs, learning_rate=c.lr, lr_scheduler_type=c.lr_scheduler,
+        warmup_steps=c.warmup_ratio if c.warmup_ratio < 1 else 0,  # transformers 5: a float < 1 is a ratio
+        weight_decay=0.0, max_grad_norm=c.max_grad_norm, logging_steps=c.logging_steps,
+        save_strategy="steps" if c.save_steps else "no", save_steps=c.save_steps or 500, save_total_limit=2,
+        report_to="none", seed=recipe.seed, data_seed=recipe.seed, max_length=c.max_length or None,
+        use_cpu=device == "cpu", bf16=recipe.model.dtype == "bfloat16" and device != "cpu",
+        fp16=recipe.model.dtype == "float16" and device != "cpu", gradient_checkpointing=c.gradient_checkpointing,
+        dataloader_num_workers=0, deepspeed=c.deepspeed or None, disable_tqdm=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=proc,
+                         peft_config=lora_config(c.lora), callbacks=callbacks)
+    t0 = time.time()
+    start_step = 0
+    if resume is not None:
+        start_step = json.loads((resume / "trainer_state.json").read_text()).get("global_step", 0)
+        log.info("rft: resuming from %s (step %d)", resume, start_step)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.time() - t0
+    trainer.model.save_pretrained(out)
+    proc.tokenizer.padding_side = "left"
+    proc.save_pretrained(out)
+    history = trainer.state.log_history
+    _write_jsonl(out / "train_log.jsonl", history)
+    losses = [h["loss"] for h in history if "loss" in h]
+    steps_run = trainer.state.global_step - start_step
+    return {"steps": trainer.state.global_step, "resumed_from_step": start_step if resume else None,
+            "steps_per_s": round(steps_run / wall, 3) if wall > 0 else None, "train_wall_s": round(wall, 3),
+            "final_loss": losses[-1] if losses else None, "train_loss": result.training_loss,
+            "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
+
+
+def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
+    """Stage ``rft``: teacher RAPs for ``rft.jsonl``, answer-match filter, LoRA SFT → a model artifact."""
+    from srcal.models.loading import family_of, new_model_artifact
+
+    t0 = time.time()
+    data_dir, base_dir = Path(inputs["data"]), Path(inputs["base"])
+    out.mkdir(parents=True, exist_ok=True)
+    samples, rejected = _read_split(data_dir, "rft", recipe.data.max_rejected_share)
+
+    # 1. Rationale-answer pairs from the teacher, filtered by answer match.
+    raps, dropped, counts = augment(recipe, samples, data_dir, teacher_cache_path(recipe, out))
+    kept_share = len(raps) / max(len(samples), 1)
+    if kept_share < recipe.teacher.min_kept_share:
+        reasons = {k: v for k, v in counts.items() if k.startswith("dropped:")}
+        raise RuntimeError(
+            f"rft: only {len(raps)} of {len(samples)} samples ({kept_share:.1%}) got a usable RAP, below "
+            f"teacher.min_kept_share={recipe.teacher.min_kept_share}; drops by reason: {reasons}. Check the "
+            f"teacher endpoint ({recipe.teacher.url or recipe.teacher.kind}) and prompt, or lower the threshold.")
+    t_aug = time.time()
+
+    # 2. Training rows; images that fail to load are quarantined, not fatal.
+    rows, bad_images = _sft_rows(raps, data_dir)
+    _write_jsonl(out / "raps.jsonl", raps)
+    _write_jsonl(out / "rejected.jsonl", rejected + [{**d, "field": "rap"} for d in dropped] + bad_images)
+    if not rows:
+        raise RuntimeError("rft: no training rows left after filtering; see rejected.jsonl")
+
+    # 3. LoRA SFT (resumes from out/checkpoints after a kill), then the model artifact.
+    stats = train_sft(recipe, base_dir, rows, out)
+    new_model_artifact(out, None, "rft", family=family_of(base_dir))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # resume state; not part of the artifact
+    t_end = time.time()
+    return {"counts": {"samples": len(samples) + len(rejected), "rejected_rows": len(rejected),
+                       "raps_kept": len(raps), "raps_dropped": len(dropped), "bad_images": len(bad_images),
+                       "trained_rows": len(rows), **counts},
+            "train": stats, "timings_s": {"augment": round(t_aug - t0, 3), "train": round(t_end - t_aug, 3)}}

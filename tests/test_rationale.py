@@ -1,0 +1,280 @@
+"""srcal.rationale: the base stage, RAP augmentation (oracle, dataset, endpoint failure paths, cache), and
+LoRA RFT with TRL on tiny LLaVA and tiny Qwen2-VL, including resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)  # 2 threads spin-wait badly when the 2 cores are shared
+
+# Small enough for seconds on 2 CPU cores; head_dim stays 64 (text_hidden / text_heads).
+TINY = [
+    "model.tiny.vision_hidden=32", "model.tiny.text_hidden=64", "model.tiny.text_heads=1",
+    "model.tiny.vocab_size=400", "model.tiny.corpus_samples=150",
+    "data.rft_size=16", "data.calib_size=4", "data.eval_size=8", "data.base_train_size=16",
+    "base_train.steps=3", "base_train.batch_size=4", "base_train.lr=1e-3",
+    "rft.batch_size=4", "rft.epochs=1", "rft.lr=5e-3", "rft.save_steps=2", "rft.logging_steps=1",
+    "rft.lora.r=4", "rft.lora.alpha=8", "eval.batch_size=8", "eval.max_new_tokens=12",
+]
+
+
+def _recipe(tmp_path: Path, *extra: str):
+    from srcal.config import load_recipe
+
+    return load_recipe("tiny", [*TINY, f"teacher.cache_dir={tmp_path / 'teacher-cache'}", *extra])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from srcal.data.build import run_data_build
+
+    root = tmp_path_factory.mktemp("data")
+    run_data_build(_recipe(root), {}, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def base_dirs(tmp_path_factory, data_dir):
+    """A (barely) trained tiny base of each family, via the real ``base`` stage."""
+    from srcal.rationale import run_base
+
+    dirs = {}
+    for fam in ("llava", "qwen2_vl"):
+        out = tmp_path_factory.mktemp(f"base-{fam}")
+        summary = run_base(_recipe(out, f"model.family={fam}"), {"data": data_dir}, out)
+        assert summary["trained"] and summary["counts"]["steps"] == 3
+        dirs[fam] = out
+    return dirs
+
+
+# ---------------------------------------------------------------------------------------------- base
+
+
+def test_encode_example_labels_only_the_completion(base_dirs, data_dir):
+    from srcal.models.loading import load_processor, plain_question_messages
+    from srcal.rationale import IGNORE_INDEX, _load_image, encode_example
+
+    proc = load_processor(base_dirs["llava"])
+    row = json.loads((data_dir / "rft.jsonl").read_text().splitlines()[0])
+    ex = encode_example(proc, plain_question_messages(row["question"]), "red.\nAnswer: red",
+                        _load_image(data_dir, row["image"]))
+    kept = ex["labels"][ex["labels"] != IGNORE_INDEX]
+    assert proc.tokenizer.decode(kept) == "red.\nAnswer: red<|im_end|>\n"
+    assert (ex["labels"][: len(ex["labels"]) - len(kept)] == IGNORE_INDEX).all()
+
+
+def test_base_stage_trains_tiny_and_points_at_real_models(base_dirs, data_dir, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from srcal.rationale import build_tiny_from_recipe, run_base
+
+    log = [json.loads(x) for x in (base_dirs["llava"] / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(x["loss"] == x["loss"] and x["loss"] < 50 for x in log)  # finite
+    trained = AutoModelForImageTextToText.from_pretrained(base_dirs["llava"])
+    fresh = AutoModelForImageTextToText.from_pretrained(build_tiny_from_recipe(_recipe(tmp_path), tmp_path / "f"))
+    changed = [n for (n, a), (_, b) in zip(trained.named_parameters(), fresh.named_parameters())
+               if not torch.equal(a, b)]
+    assert len(changed) > 0.9 * len(list(trained.parameters()))  # a full fine-tune touches (almost) all
+    real = run_base(_recipe(tmp_path, "model.base=llava-hf/llava-1.5-7b-hf"), {"data": data_dir}, tmp_path / "r")
+    assert real["trained"] is False
+    assert json.loads((tmp_path / "r" / "srcal_model.json").read_text())["base"] == "llava-hf/llava-1.5-7b-hf"
+
+
+# ------------------------------------------------------------------------------------------ teacher
+
+
+def _rows(data_dir: Path, n: int | None = None) -> list[dict]:
+    rows = [json.loads(x) for x in (data_dir / "rft.jsonl").read_text().splitlines()]
+    return rows[:n] if n else rows
+
+
+def test_oracle_augmentation_filters_and_caches(data_dir, tmp_path):
+    from srcal.rationale import augment, teacher_cache_path
+
+    recipe = _recipe(tmp_path)
+    rows = _rows(data_dir)
+    rows[0] = {k: v for k, v in rows[0].items() if k != "scene"}  # the oracle cannot explain a real row
+    cache = teacher_cache_path(recipe, tmp_path)
+    kept, dropped, counts = augment(recipe, rows, data_dir, cache)
+    assert len(kept) == len(rows) - 1 and counts["dropped:teacher_failed:no_scene"] == 1
+    assert dropped[0]["id"] == rows[0]["id"] and dropped[0]["reason"] == "teacher_failed:no_scene"
+    assert all(r["rap"].splitlines()[-1].startswith("Answer: ") for r in kept)
+    kept2, _, counts2 = augment(recipe, rows, data_dir, cache)
+    assert counts2["cache_hits"] == len(rows) - 1 and [r["rap"] for r in kept2] == [r["rap"] for r in kept]
+
+
+def test_dataset_rationales_become_raps(data_dir, tmp_path):
+    from srcal.rationale import augment
+
+    recipe = _recipe(tmp_path, "teacher.kind=dataset")
+    rows = _rows(data_dir, 3)
+    rows[0] = {**rows[0], "rationale": "The picture shows it clearly. It is obvious"}
+    kept, _dropped, counts = augment(recipe, rows, data_dir, tmp_path / "c.jsonl")
+    assert len(kept) == 1 and counts["dropped:no_rationale"] == 2
+    assert kept[0]["rap"] == f"The picture shows it clearly. It is obvious\nAnswer: {rows[0]['answer']}"
+
+
+class _Teacher(BaseHTTPRequestHandler):
+    """An OpenAI-compatible teacher that misbehaves on purpose, per question (see ``plan``)."""
+
+    plan: dict[str, list[str]] = {}  # noqa: RUF012
+    calls: dict[str, int] = {}  # noqa: RUF012
+    lock = threading.Lock()
+
+    def log_message(self, *a):  # keep test output clean
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = body["messages"][0]["content"][-1]["text"]
+        qid = text.split("Q=")[1].split()[0]
+        with self.lock:
+            i = self.calls.get(qid, 0)
+            self.calls[qid] = i + 1
+        steps = self.plan[qid]
+        action = steps[min(i, len(steps) - 1)]
+        if action == "slow":
+            time.sleep(1.0)
+            action = "ok"
+        if action.startswith("http"):
+            self.send_response(int(action[4:]))
+            self.end_headers()
+            return
+        if action == "garbage":
+            payload = b"<html>not json"
+        else:
+            content = {"ok": f"The image shows it. So the answer is {qid}.\nAnswer: {qid}",
+                       "wrong": "The image shows it.\nAnswer: nothing",
+                       "noanswer": "I think it is fine."}[action]
+            payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out first (the "slow" case)
+            pass
+
+
+def test_endpoint_teacher_failure_paths_and_cache(data_dir, tmp_path):
+    """Per sample: ok; 503 then ok (retried); timeout forever; garbage forever; unparseable forever; a wrong
+    answer (answer-match filter). A second run pays only for the failures, never for cached successes."""
+    from srcal.rationale import augment
+
+    plan = {"alpha": ["ok"], "bravo": ["http503", "ok"], "charlie": ["slow"], "delta": ["garbage"], "echo": ["noanswer"],
+            "foxtrot": ["wrong"], "golf": ["http500", "http502", "ok"]}
+    _Teacher.plan, _Teacher.calls = plan, {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Teacher)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        recipe = _recipe(tmp_path, "teacher.kind=openai", f"teacher.url={url}", "teacher.model=big-vlm",
+                         "teacher.timeout_s=0.3", "teacher.retries=2", "teacher.concurrency=4",
+                         "teacher.prompt='Q={question} explain then Answer:'")
+        img = _rows(data_dir, 1)[0]["image"]
+        rows = [{"id": k, "question": k, "answer": k, "image": img, "category": "perception", "source": "x"}
+                for k in plan]
+        kept, dropped, _counts = augment(recipe, rows, data_dir, tmp_path / "cache.jsonl")
+        assert sorted(r["id"] for r in kept) == ["alpha", "bravo", "golf"]
+        reasons = {d["id"]: d["reason"] for d in dropped}
+        assert reasons == {"charlie": "teacher_failed:timeout", "delta": "teacher_failed:bad_json",
+                           "echo": "teacher_failed:unparseable", "foxtrot": "answer_mismatch"}
+        assert _Teacher.calls["bravo"] == 2 and _Teacher.calls["golf"] == 3 and _Teacher.calls["charlie"] == 3
+        before = dict(_Teacher.calls)
+        kept2, _, counts2 = augment(recipe, rows, data_dir, tmp_path / "cache.jsonl")
+        assert sorted(r["id"] for r in kept2) == ["alpha", "bravo", "golf"] and counts2["cache_hits"] == 4  # a b f g
+        for k in ("alpha", "bravo", "foxtrot", "golf"):
+            assert _Teacher.calls[k] == before[k], k
+        assert _Teacher.calls["delta"] > before["delta"]  # transient failures are asked again
+    finally:
+        server.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- RFT
+
+
+def _adapter(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_rft_trains_lora_on_language_model_only(family, base_dirs, data_dir, tmp_path):
+    from srcal.models.loading import load_lvlm, load_policy, read_meta
+    from srcal.rationale import run_rft
+
+    out = tmp_path / "rft"
+    summary = run_rft(_recipe(tmp_path, f"model.family={family}"), {"base": base_dirs[family], "data": data_dir}, out)
+    assert summary["counts"]["raps_kept"] == 16 and summary["train"]["steps"] == 4
+    assert summary["train"]["final_loss"] == summary["train"]["final_loss"]  # finite, not NaN
+    assert read_meta(out) == {"family": family, "stack": [], "name": "rft"}
+    assert not (out / "checkpoints").exists()
+    weights = _adapter(out)
+    assert weights and all("language_model" in k for k in weights)
+    assert any(float(v.abs().sum()) > 0 for k, v in weights.items() if "lora_B" in k)  # B moved off zero
+    base, _ = load_lvlm(base_dirs[family])
+    pol, _ = load_policy(base_dirs[family], out)
+    diff = {n for (n, a), (_, b) in zip(base.named_parameters(), pol.named_parameters()) if not torch.equal(a, b)}
+    assert diff and all("language_model" in n for n in diff)
+    raps = [json.loads(x) for x in (out / "raps.jsonl").read_text().splitlines()]
+    assert len(raps) == 16 and all("Answer:" in r["rap"] for r in raps)
+
+
+def test_rft_quarantines_bad_images(base_dirs, data_dir, tmp_path):
+    import shutil
+
+    from srcal.rationale import run_rft
+
+    d = tmp_path / "data"
+    shutil.copytree(data_dir, d)
+    first = json.loads((d / "rft.jsonl").read_text().splitlines()[0])
+    (d / first["image"]).write_bytes(b"not a png")
+    summary = run_rft(_recipe(tmp_path, "data.max_rejected_share=0.2", "rft.save_steps=0"),
+                      {"base": base_dirs["llava"], "data": d}, tmp_path / "rft")
+    assert summary["counts"]["rejected_rows"] == 1 and summary["counts"]["trained_rows"] == 15
+    rejected = [json.loads(x) for x in (tmp_path / "rft" / "rejected.jsonl").read_text().splitlines()]
+    assert rejected[0]["id"] == first["id"] and rejected[0]["field"] == "image"
+
+
+def test_rft_resumes_after_interruption(base_dirs, data_dir, tmp_path):
+    """Kill after step 3 (checkpoint at step 2); the re-run resumes from step 2 and ends where an
+    uninterrupted run ends (same adapter weights)."""
+    from transformers import TrainerCallback
+
+    from srcal import rationale
+
+    recipe = _recipe(tmp_path)
+    inputs = {"base": base_dirs["llava"], "data": data_dir}
+    ref = tmp_path / "ref"
+    rationale.run_rft(recipe, inputs, ref)
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt("simulated kill")
+
+    real_train = rationale.train_sft
+    out = tmp_path / "interrupted"
+    try:
+        rationale.train_sft = lambda *a, **kw: real_train(*a, **kw, callbacks=[Kill()])
+        with pytest.raises(KeyboardInterrupt):
+            rationale.run_rft(recipe, inputs, out)
+    finally:
+        rationale.train_sft = real_train
+    assert rationale.last_checkpoint(out / "checkpoints").name == "checkpoint-2"
+    assert not (out / "adapter_model.safetensors").exists()
+    summary = rationale.run_rft(recipe, inputs, out)
+    assert summary["train"]["resumed_from_step"] == 2 and summary["train"]["steps"] == 4
+    a, b = _adapter(ref), _adapter(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
