@@ -70,6 +70,24 @@ def test_encode_example_labels_only_the_completion(base_dirs, data_dir):
     assert (ex["labels"][: len(ex["labels"]) - len(kept)] == IGNORE_INDEX).all()
 
 
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_batched_encoding_equals_one_by_one(family, base_dirs, data_dir):
+    """Chunked processor calls cut back per example must give exactly the unbatched tensors."""
+    from srcal.models.loading import load_processor, plain_question_messages
+    from srcal.rationale import _load_image, encode_examples
+
+    proc = load_processor(base_dirs[family])
+    rows = _rows(data_dir, 5)
+    items = [(plain_question_messages(r["question"]), f"x{'y ' * i}\nAnswer: {r['answer']}",
+              _load_image(data_dir, r["image"])) for i, r in enumerate(rows)]
+    batched = encode_examples(proc, items, chunk=3)
+    single = [encode_examples(proc, [it], chunk=1)[0] for it in items]
+    for b, s in zip(batched, single):
+        assert b.keys() == s.keys()
+        for k in b:
+            assert torch.equal(b[k], s[k]), (family, k)
+
+
 def test_base_stage_trains_tiny_and_points_at_real_models(base_dirs, data_dir, tmp_path):
     from transformers import AutoModelForImageTextToText
 

@@ -87,31 +87,52 @@ def build_tiny_from_recipe(recipe, out: Path) -> Path:
                            vocab_size=t.vocab_size, sizes=sizes, seed=recipe.seed)
 
 
-def encode_example(processor, messages: list[dict], completion: str, image) -> dict[str, Any]:
-    """Token ids, labels and image tensors of one (prompt → completion) example, unbatched.
+def encode_examples(processor, items: list[tuple[list[dict], str, Any]], chunk: int = 64) -> list[dict[str, Any]]:
+    """Token ids, labels and image tensors of (prompt messages, completion, image) examples, unbatched.
 
     The text is the chat template over prompt + assistant turn; labels cover only the assistant's text and
     its end-of-turn (the tokens after the last ``<|im_start|>assistant\\n``), as TRL's completion-only loss.
+    The processor runs on chunks (several times faster than one call per example), then each example is cut
+    back out: sequence keys by attention mask (right padding), image tensors by image (Qwen2-VL: by the
+    patch count ``prod(image_grid_thw)``).
     """
-    import torch
-
-    full = processor.apply_chat_template(
-        [*messages, {"role": "assistant", "content": [{"type": "text", "text": completion}]}], tokenize=False)
-    enc = processor(images=[image], text=[full], return_tensors="pt")
-    ids = enc["input_ids"][0]
     tok = processor.tokenizer
+    old_side, tok.padding_side = tok.padding_side, "right"
     start_id = tok.convert_tokens_to_ids("<|im_start|>")
     header = len(tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"])
-    starts = (ids == start_id).nonzero().flatten()
-    if len(starts) == 0:
-        raise ValueError("chat template produced no <|im_start|> turn; is this a ChatML-style template?")
-    cut = int(starts[-1]) + header
-    labels = ids.clone()
-    labels[:cut] = IGNORE_INDEX
-    ex = {k: v[0] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v for k, v in enc.items()}
-    ex["labels"] = labels
-    assert isinstance(ex["input_ids"], torch.Tensor)
-    return ex
+    seq_keys = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+    out: list[dict[str, Any]] = []
+    try:
+        for lo in range(0, len(items), chunk):
+            part = items[lo:lo + chunk]
+            texts = [processor.apply_chat_template(
+                [*msgs, {"role": "assistant", "content": [{"type": "text", "text": completion}]}], tokenize=False)
+                for msgs, completion, _ in part]
+            enc = processor(images=[img for _, _, img in part], text=texts, return_tensors="pt", padding=True)
+            n = len(part)
+            sizes = enc["image_grid_thw"].prod(-1).tolist() if "image_grid_thw" in enc else [1] * n
+            per_image = {k: v.split(sizes if k == "pixel_values" else [1] * n)
+                         for k, v in enc.items() if k not in seq_keys}
+            lengths = enc["attention_mask"].sum(1).tolist()
+            for i in range(n):
+                ids = enc["input_ids"][i, :lengths[i]].clone()
+                starts = (ids == start_id).nonzero().flatten()
+                if len(starts) == 0:
+                    raise ValueError("chat template produced no <|im_start|> turn; is it a ChatML-style template?")
+                labels = ids.clone()
+                labels[: int(starts[-1]) + header] = IGNORE_INDEX
+                ex = {k: enc[k][i, :lengths[i]].clone() for k in seq_keys if k in enc}
+                ex.update({k: v[i] for k, v in per_image.items()})
+                ex["labels"] = labels
+                out.append(ex)
+    finally:
+        tok.padding_side = old_side
+    return out
+
+
+def encode_example(processor, messages: list[dict], completion: str, image) -> dict[str, Any]:
+    """One example of :func:`encode_examples`."""
+    return encode_examples(processor, [(messages, completion, image)])[0]
 
 
 def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
@@ -155,8 +176,8 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     proc = load_processor(build_dir)
     device = pick_device(recipe.device)
     model.to(device).train()
-    examples = [encode_example(proc, plain_question_messages(r["question"], r.get("choices")),
-                               short_answer_text(r), _load_image(data_dir, r["image"])) for r in rows]
+    examples = encode_examples(proc, [(plain_question_messages(r["question"], r.get("choices")),
+                                        short_answer_text(r), _load_image(data_dir, r["image"])) for r in rows])
     t_enc = time.time()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, int(cfg.warmup_ratio * cfg.steps))
