@@ -125,8 +125,37 @@ def claim_words(claim, grid: int) -> list[str]:
     return [OTHER]
 
 
-def canonical_response(text: str, grid: int, prefix: str = "Answer:") -> Canonical:
-    """A response (any text, e.g. a generated candidate) in the fact language. Never raises on text."""
+def claim_key(claim, grid: int) -> tuple | None:
+    """The subject a claim is about (a cell, a count, a bar, ...), to find the description's entry for the
+    same subject; None for scene-independent claims (arithmetic)."""
+    from srcal.data import shapes as W
+
+    a, k = claim.args, claim.kind
+    if k in ("obj", "empty"):
+        idx = W.position_index(a["pos"], grid)
+        return ("cell", cell_word(*idx, grid)) if idx else ("cell", UNKNOWN)
+    if k == "count":
+        return ("count", a["color"] or "any", a["shape"] or "shape")
+    if k == "bar":
+        return ("bar", a["color"])
+    if k == "bar_count":
+        return ("barcount",)
+    if k == "extreme":
+        return ("ext", a["ext"])
+    if k == "cmp":
+        return ("cmp", a["c1"], a["c2"])
+    return None
+
+
+def canonical_response(text: str, grid: int, prefix: str = "Answer:",
+                       reference: dict[tuple, str] | None = None) -> Canonical:
+    """A response (any text, e.g. a generated candidate) in the fact language. Never raises on text.
+
+    With ``reference`` (subject → the description's word for it, :func:`description_facts`), each
+    scene claim is followed by the description's entry on the same subject (``unknown`` when the
+    description has none): the claim-aligned *reference support* of JudgeLM (arXiv 2310.17631) — the
+    judge still decides whether claim and reference agree, and weighs errors, answers and completeness.
+    """
     from srcal.data import oracle
     from srcal.data.rap import parse_rap
 
@@ -138,6 +167,9 @@ def canonical_response(text: str, grid: int, prefix: str = "Answer:") -> Canonic
         claim = oracle.parse_claim(s)
         if claim is not None:
             ws = claim_words(claim, grid)
+            key = claim_key(claim, grid) if reference is not None else None
+            if key is not None:
+                ws = ws + [reference.get(key, UNKNOWN)]
             words += ws
             owner += [-1] * (len(ws) - 1) + [n_claims]
             n_claims += 1
@@ -159,33 +191,41 @@ def canonical_response(text: str, grid: int, prefix: str = "Answer:") -> Canonic
 # ---------------------------------------------------------------------------------------------------
 def description_words(scene: dict) -> list[str]:
     """The scene as perception tags in the fact language, in a fixed order (see module docstring)."""
+    return [w for _, w in description_facts(scene)]
+
+
+def description_facts(scene: dict) -> list[tuple[tuple, str]]:
+    """(subject, word) for every perception tag of the scene (subjects as in :func:`claim_key`)."""
     colors = scene.get("vocab", {}).get("colors") or sorted({o["color"] for o in scene.get("objects", [])})
     shapes_ = scene.get("vocab", {}).get("shapes") or ["circle", "square", "triangle"]
     if scene["kind"] == "objects":
         grid = scene["grid"]
         at = {(o["row"], o["col"]): o for o in scene["objects"]}
-        words = []
+        facts = []
         for r in range(grid):
             for c in range(grid):
                 o = at.get((r, c))
-                words.append(cell_word(r, c, grid) + (o["color"] + o["shape"] if o else "none"))
+                cw = cell_word(r, c, grid)
+                facts.append((("cell", cw), cw + (o["color"] + o["shape"] if o else "none")))
         objs = scene["objects"]
         count = lambda col, sh: sum(1 for o in objs if col in (None, o["color"]) and sh in (None, o["shape"]))
-        words.append(f"countanyshape{number_word(len(objs))}")
-        words += [f"countany{s}{number_word(count(None, s))}" for s in shapes_]
-        words += [f"count{c}shape{number_word(count(c, None))}" for c in colors]
-        words += [f"count{c}{s}{number_word(count(c, s))}" for c in colors for s in shapes_]
-        return words
+        keys = [("any", "shape")] + [("any", s) for s in shapes_] + [(c, "shape") for c in colors]
+        keys += [(c, s) for c in colors for s in shapes_]
+        for c, s in keys:
+            n = count(None if c == "any" else c, None if s == "shape" else s)
+            facts.append((("count", c, s), f"count{c}{s}{number_word(n)}"))
+        return facts
     bars = scene["bars"]
-    words = [f"bar{b['color']}{number_word(b['value'])}" for b in bars]
-    words.append(f"barcount{number_word(len(bars))}")
-    words.append("tallest" + max(bars, key=lambda b: b["value"])["color"])
-    words.append("shortest" + min(bars, key=lambda b: b["value"])["color"])
+    facts = [(("bar", b["color"]), f"bar{b['color']}{number_word(b['value'])}") for b in bars]
+    facts.append((("barcount",), f"barcount{number_word(len(bars))}"))
+    facts.append((("ext", "tallest"), "tallest" + max(bars, key=lambda b: b["value"])["color"]))
+    facts.append((("ext", "shortest"), "shortest" + min(bars, key=lambda b: b["value"])["color"]))
     for b1 in bars:
         for b2 in bars:
             if b1 is not b2:
-                words.append(b1["color"] + ("taller" if b1["value"] > b2["value"] else "shorter") + b2["color"])
-    return words
+                rel = "taller" if b1["value"] > b2["value"] else "shorter"
+                facts.append((("cmp", b1["color"], b2["color"]), b1["color"] + rel + b2["color"]))
+    return facts
 
 
 def question_words(query: dict, grid: int) -> list[str]:
@@ -227,7 +267,7 @@ class JudgeInput:
 
 def shared_fields(sample: dict, input_format: str) -> tuple[str, str]:
     """(description, question) of a sample: identical for every pair of its candidates."""
-    if input_format == "facts":
+    if input_format.startswith("facts"):
         scene = sample.get("scene")
         if not scene:
             raise ValueError(
@@ -239,9 +279,20 @@ def shared_fields(sample: dict, input_format: str) -> tuple[str, str]:
     return str(sample.get("description", "")), str(sample.get("question", ""))
 
 
+def reference_of(sample: dict, input_format: str) -> dict[tuple, str] | None:
+    """Subject → description word, for the ``facts+ref`` format (claim-aligned reference support)."""
+    if input_format != "facts+ref":
+        return None
+    return dict(description_facts(sample["scene"]))
+
+
+def canonical_of(sample: dict, text: str, input_format: str, prefix: str = "Answer:") -> Canonical:
+    return canonical_response(text, sample_grid(sample), prefix, reference_of(sample, input_format))
+
+
 def response_field(sample: dict, text: str, input_format: str, prefix: str = "Answer:") -> str:
-    if input_format == "facts":
-        return canonical_response(text, sample_grid(sample), prefix).text
+    if input_format.startswith("facts"):
+        return canonical_of(sample, text, input_format, prefix).text
     return text.strip()
 
 

@@ -139,15 +139,14 @@ def encode_row(row: dict, sample: dict, recipe, tok, max_count: int) -> dict:
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     item: dict[str, Any] = {"ids": ids, "label": fmt.VERDICT_LABELS.index(row["label"]),
                             "tag_pos": [], "tag": [], "cnt_pos": [], "err": [], "true": [], "lm_pos": []}
-    grid = fmt.sample_grid(sample)
     for side in ("a", "b"):
         field = "response_" + side
         s, e = spans[field]
         item["lm_pos"] += [i for i, (ts, te) in enumerate(offsets[:-1]) if ts >= s - 1 and te <= e]
         aux = row.get("aux_" + side)
-        if not aux or rs.input_format != "facts":
+        if not aux or not rs.input_format.startswith("facts"):
             continue
-        canon = fmt.canonical_response(row[field], grid, recipe.rap_answer_prefix)
+        canon = fmt.canonical_of(sample, row[field], rs.input_format, recipe.rap_answer_prefix)
         ends = _word_ends(getattr(ji, field), s)
         truths = aux["claims_true"]
         for w, owner in enumerate(canon.claim_of_word):
@@ -289,25 +288,25 @@ def train_aux(recipe, model, tok, train_items: list[dict], label_ids: dict[str, 
         target = torch.tensor([it["label"] for it in items])
         loss_v = F.cross_entropy(verdict_logits, target)
         loss = loss_v
-        parts = {"verdict": float(loss_v)}
+        parts = {"verdict": loss_v.item()}
         b, p, (tag,) = _gather(items, "tag_pos", "tag")
         if len(b):
             loss_t = F.cross_entropy(tag_head(h[b, p]), tag)
             loss = loss + rs.aux_weight * loss_t
-            parts["tags"] = float(loss_t)
+            parts["tags"] = loss_t.item()
         b, p, (err, tru) = _gather(items, "cnt_pos", "err", "true")
         if len(b):
             loss_c = F.cross_entropy(err_head(h[b, p]), err) + F.cross_entropy(true_head(h[b, p]), tru)
             loss = loss + rs.aux_weight * loss_c
-            parts["counts"] = float(loss_c)
+            parts["counts"] = loss_c.item()
         if rs.lm_weight > 0:
             b, p, _ = _gather(items, "lm_pos")
             if len(b):
                 nxt = ids[b, p + 1]
                 loss_l = F.cross_entropy(model.lm_head(h[b, p]), nxt)
                 loss = loss + rs.lm_weight * loss_l
-                parts["lm"] = float(loss_l)
-        if not math.isfinite(float(loss)):
+                parts["lm"] = loss_l.item()
+        if not math.isfinite(loss.item()):
             raise FloatingPointError(f"rscorer: non-finite loss at step {step}: {parts}; lower rscorer.lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -315,7 +314,7 @@ def train_aux(recipe, model, tok, train_items: list[dict], label_ids: dict[str, 
         opt.step()
         step += 1
         if step % log_every == 0 or step == 1:
-            entry = {"step": step, "s": round(time.time() - t0, 1), "loss": round(float(loss), 4),
+            entry = {"step": step, "s": round(time.time() - t0, 1), "loss": round(loss.item(), 4),
                      **{k: round(v, 4) for k, v in parts.items()}}
             history.append(entry)
             log.info("rscorer step %s", entry)
@@ -375,7 +374,7 @@ def run_rscorer_train(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> d
     train_rows, held_rows, samples = load_pairs(inputs["rscorer_data"])
     out.mkdir(parents=True, exist_ok=True)
     if rs.base == "tiny":
-        if rs.input_format != "facts" and rs.trainer == "aux":
+        if not rs.input_format.startswith("facts") and rs.trainer == "aux":
             log.warning("rscorer: the aux trainer's dense targets need input_format 'facts'; training on "
                         "the verdict and LM loss only")
         tok = build_tiny_judge(recipe, out)
