@@ -254,3 +254,204 @@ def test_diversity_report_hand_computed():
     assert r["mean_pairwise_sentence_jaccard"] == pytest.approx((1 / 3 + 1) / 2, abs=1e-4)
     assert r["share_mixed"] == 0.5 and r["share_with_correct"] == 1.0
     assert r["mean_tokens"] == pytest.approx(16 / 5)
+
+
+# -- the HF engine on a real tiny LLaVA ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rap_llava(tmp_path_factory):
+    """A tiny LLaVA (real architecture, shrunk) trained for a few seconds on oracle RAPs of shapes-world
+    samples, so that it writes sentences, an answer line and EOS (an untrained one rarely emits '.').
+    Returns (model_dir, samples with images)."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    from srcal.config import ShapesWorldConfig
+    from srcal.data import oracle, shapes
+    from srcal.models import tiny
+    from srcal.models.loading import load_lvlm, plain_question_messages
+
+    cfg = ShapesWorldConfig()
+    root = tmp_path_factory.mktemp("rap-llava")
+    tok = tiny.train_tokenizer(shapes.corpus(cfg, 60, 0), 500)
+    model_dir = tiny.build_llava(tok, root / "model", image_size=32, patch_size=8, vision_hidden=32,
+                                 text_hidden=64, text_heads=1, max_positions=512, seed=0)
+    model, proc = load_lvlm(model_dir)
+    pairs = (shapes.generate_samples(cfg, 4, "perception", 0, "t-p") + shapes.generate_samples(cfg, 2, "chart", 0, "t-c")
+             + shapes.generate_samples(cfg, 2, "math", 0, "t-m"))
+    rng = random.Random(0)
+    prompts = [proc.apply_chat_template(plain_question_messages(s["question"]), add_generation_prompt=True,
+                                        tokenize=False) for s, _ in pairs]
+    raps = [oracle.teacher_rap(s, rng) + "<|im_end|>" for s, _ in pairs]
+    proc.tokenizer.padding_side = "right"
+    enc = proc(images=[im for _, im in pairs], text=[p + r for p, r in zip(prompts, raps)], return_tensors="pt",
+               padding=True)
+    proc.tokenizer.padding_side = "left"
+    labels = enc["input_ids"].clone()
+    for i, p in enumerate(prompts):
+        n_prompt = len(proc(images=[pairs[i][1]], text=[p])["input_ids"][0])
+        labels[i, :n_prompt] = -100
+    labels[enc["attention_mask"] == 0] = -100
+    model.train()
+    model.model.vision_tower.requires_grad_(False)  # the format is what we need; pixels can stay random
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(60):
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert torch.isfinite(loss) and loss.item() < 2.0, loss.item()
+    model.eval()
+    model.save_pretrained(model_dir)
+    return model_dir, pairs
+
+
+@pytest.fixture(scope="module")
+def llava_engines(rap_llava):
+    from srcal.engines.hf import HFEngine
+    from srcal.models.loading import load_lvlm
+
+    model, proc = load_lvlm(rap_llava[0])
+    kw = dict(delimiters=[".", "?", "!", "\n"], max_sentence_tokens=24)
+    return {"batched": HFEngine(model, proc, batched=True, **kw),
+            "naive": HFEngine(model, proc, batched=False, cache_image_features=False, **kw)}
+
+
+SMALL = SearchParams(beams=3, expansions=2, max_sentences=4, max_sentence_tokens=24, n_candidates=3)
+
+
+@pytest.fixture(scope="module")
+def searched(rap_llava, llava_engines):
+    """Both engines on the same 3 samples, same seeds."""
+    out = {}
+    for name, engine in llava_engines.items():
+        prompts = [engine.prepare(s, im) for s, im in rap_llava[1][:3]]
+        calls0 = engine.generate_calls
+        beams = beam_search(prompts, engine.expand, SMALL, seed=0, context_len=engine.context_len)
+        out[name] = (beams, engine.generate_calls - calls0, prompts)
+    return out
+
+
+def test_batched_engine_makes_one_generate_call_per_step(searched):
+    beams, calls, _ = searched["batched"]
+    steps = max(len(c.sentences) for cs in beams for c in cs)
+    assert calls <= SMALL.max_sentences and calls >= steps
+    naive_calls = searched["naive"][1]
+    assert naive_calls > calls * 2  # one call per beam: 3 samples at step 0 alone
+
+
+def test_batched_and_naive_engines_draw_the_same_candidates(searched):
+    """Per-row seeded sampling: a row's tokens do not depend on its batch, so left-padded batching
+    gives the same candidates as one generate per beam (log-probs equal up to float noise)."""
+    import math
+
+    for a, b in zip(searched["batched"][0], searched["naive"][0]):
+        assert [c.text for c in a] == [c.text for c in b]
+        for x, y in zip(a, b):
+            assert all(math.isclose(p, q, abs_tol=1e-4) for p, q in
+                       zip([lp for s in x.sentences for lp in s.logprobs], [lp for s in y.sentences for lp in s.logprobs]))
+
+
+def test_engine_logprobs_match_a_teacher_forced_forward(rap_llava, searched):
+    import torch
+
+    from srcal.models.loading import load_lvlm
+
+    model, proc = load_lvlm(rap_llava[0])
+    beams, _, prompts = searched["naive"]
+    cand = beams[0][0]
+    prompt = prompts[0]
+    ids = torch.tensor([prompt.ids + list(cand.token_ids)])
+    with torch.no_grad():
+        logits = model(input_ids=ids, pixel_values=prompt.vision["pixel_values"]).logits[0].float()
+    lp = torch.log_softmax(logits, -1)
+    n = len(prompt.ids)
+    expected = [lp[n - 1 + t, tok].item() for t, tok in enumerate(cand.token_ids)]
+    got = [x for s in cand.sentences for x in s.logprobs]
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_real_sentences_end_at_boundaries_and_answers_finish(searched, llava_engines):
+    tok = llava_engines["batched"].tok
+    finished = set()
+    for cands in searched["batched"][0]:
+        for c in cands:
+            finished.add(c.finish_reason)
+            assert tok.decode(list(c.token_ids)) == c.text  # sentences concatenate to the generated text
+            for s in c.sentences[:-1]:
+                if s.end == END_DELIMITER:
+                    assert s.text.rstrip(" ")[-1] in ".?!\n", s.text
+                else:
+                    assert s.end == END_CUT and len(s.token_ids) == SMALL.max_sentence_tokens
+    assert finished & {"answer", "eos"}, finished
+
+
+# -- the stage: rejects, resume, shards ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def search_data(rap_llava, tmp_path_factory):
+    """calib.jsonl with 4 good samples, one whose image is not a PNG, one whose question overflows the
+    512-token context."""
+    from srcal.data.shapes import png_bytes
+
+    d = tmp_path_factory.mktemp("search-data")
+    (d / "images").mkdir()
+    rows = []
+    for sample, image in rap_llava[1][:4]:
+        (d / sample["image"]).write_bytes(png_bytes(image))
+        rows.append({k: v for k, v in sample.items()})
+    bad = dict(rows[0], id="bad-image", image="images/bad-image.png")
+    (d / bad["image"]).write_bytes(b"not a png")
+    long = dict(rows[1], id="too-long", question="Is the circle red? " * 120)
+    rows = rows[:2] + [bad] + rows[2:] + [long]
+    (d / "calib.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def _recipe():
+    from srcal.config import load_recipe
+
+    return load_recipe("tiny", ["search.beams=3", "search.expansions=2", "search.max_sentences=4",
+                                "search.max_sentence_tokens=24", "search.n_candidates=3", "search.batch_size=3"])
+
+
+def _texts(path: Path) -> list[tuple[str, str]]:
+    return sorted((r["id"], r["text"]) for r in map(json.loads, (path / "candidates.jsonl").read_text().splitlines()))
+
+
+def test_stage_rejects_bad_input_and_resumes_without_duplicates(rap_llava, search_data, tmp_path):
+    from srcal.search import run_search
+
+    inputs = {"base": rap_llava[0], "data": search_data}
+    out = tmp_path / "out"
+    s1 = run_search(_recipe(), inputs, out)
+    assert s1["counts"]["samples"] == 6 and s1["counts"]["rejected"] == 2
+    reasons = {json.loads(x)["sample_id"]: json.loads(x)["reason"] for x in (out / "rejected.jsonl").read_text().splitlines()}
+    assert reasons["bad-image"].startswith("image failed to load")
+    assert "context" in reasons["too-long"]
+    d = s1["diversity"]
+    assert d["samples"] == 4 and 1 <= d["candidates_per_sample"] <= 3
+    for key in ("distinct_answers", "distinct_rationales_exact", "distinct_rationales_sentence_set", "mean_tokens",
+                "share_mixed"):
+        assert key in d
+    first = _texts(out)
+    # a complete re-run does nothing and duplicates nothing
+    s2 = run_search(_recipe(), inputs, out)
+    assert s2["counts"]["resumed"] == 6 and s2["counts"]["searched"] == 0 and _texts(out) == first
+    # a crash after the last batch's candidates but before its completion lines: that batch is redone
+    done = (out / "done.jsonl").read_text().splitlines()
+    (out / "done.jsonl").write_text("".join(line + "\n" for line in done[:3]))
+    s3 = run_search(_recipe(), inputs, out)
+    assert s3["counts"]["searched"] == 3 and _texts(out) == first
+
+
+def test_shards_merge_to_the_unsharded_result(rap_llava, search_data, tmp_path):
+    from srcal.search import run_search
+
+    inputs = {"base": rap_llava[0], "data": search_data}
+    run_search(_recipe(), inputs, tmp_path / "all")
+    for i in range(2):
+        run_search(_recipe(), inputs, tmp_path / f"shard{i}", shard=f"{i}/2")
+    run_search_merge(None, {f"shard{i}": tmp_path / f"shard{i}" for i in range(2)}, tmp_path / "merged")
+    assert _texts(tmp_path / "merged") == _texts(tmp_path / "all")
