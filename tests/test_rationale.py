@@ -296,3 +296,22 @@ def test_rft_resumes_after_interruption(base_dirs, data_dir, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("deepspeed", ["", "configs/deepspeed/zero2.json"])
+def test_rft_two_processes_on_cpu(deepspeed, base_dirs, data_dir, tmp_path):
+    """The multi-GPU path, smoke-tested with 2 CPU processes (torchrun + gloo; DeepSpeed's CPU accelerator).
+    The first ZeRO run JIT-compiles DeepSpeed's shm op (~2.5 min, notes/environment.md §8)."""
+    from srcal.models.loading import read_meta
+    from srcal.rationale import run_rft
+
+    repo = Path(__file__).resolve().parents[1]
+    extra = ["rft.world_size=2", "rft.save_steps=0"]
+    if deepspeed:
+        extra.append(f"rft.deepspeed={repo / deepspeed}")
+    out = tmp_path / "rft"
+    summary = run_rft(_recipe(tmp_path, *extra), {"base": base_dirs["llava"], "data": data_dir}, out)
+    assert summary["train"]["steps"] == 2  # 16 rows / (batch 4 × 2 processes)
+    assert read_meta(out)["stack"] == [] and _adapter(out)
+    assert not (out / "_dist_job.json").exists()

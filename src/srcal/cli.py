@@ -71,6 +71,21 @@ def cmd_stage(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """``srcal eval``: the ``eval`` stage on given artifacts; prints the round entry of metrics.json."""
+    from srcal import stages, store
+
+    inputs = {"model": args.model, "base": args.base or args.model, "data": args.data}
+    options = {"round": args.round, "split": args.split}
+    if args.limit:
+        options["limit"] = str(args.limit)
+    stages.execute("eval", _recipe(args), inputs, args.out, force=args.force, **options)
+    entry = store.read_json(args.out, "metrics.json")["rounds"][0]
+    print(json.dumps({k: v for k, v in entry.items() if k != "per_category"}, indent=2))
+    print(args.out)
+    return 0
+
+
 def cmd_run(args) -> int:
     from srcal import flow
 
@@ -216,6 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start from a copy of another local run's finished artifacts (ablations: only the "
                      "steps the --set overrides affect are recomputed)")
     run.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("eval", help="evaluate a model on a held-out split: accuracy, RAP format, rationale "
+                        "factuality/consistency with 95%% CIs; writes metrics.json and predictions.jsonl",
+                        description="Greedy answers to the plain question (no format prompt). --model is a base "
+                        "artifact (HF dir or srcal_model.json pointer) or a model artifact (LoRA stack) over --base.")
+    _add_recipe_args(ev)
+    ev.add_argument("--model", required=True, help="model artifact or base artifact (local dir or s3://)")
+    ev.add_argument("--base", default=None, help="base artifact the model's adapters apply to (default: --model)")
+    ev.add_argument("--data", required=True, help="data artifact holding <split>.jsonl and images/")
+    ev.add_argument("--out", required=True, help="output artifact URI (local dir or s3://)")
+    ev.add_argument("--round", default="eval", help="round name recorded in metrics.json (base, rft, round1, …)")
+    ev.add_argument("--split", default="eval", help="which split file to evaluate (default: eval)")
+    ev.add_argument("--limit", type=int, default=0, help="evaluate only the first N rows (0 = all)")
+    ev.add_argument("--force", action="store_true", help="re-run even if the output is complete")
+    ev.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("stage", help="run one stage from input URIs to an output URI (what components call)")
     sp.add_argument("name", help="stage name")

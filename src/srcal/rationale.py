@@ -471,11 +471,14 @@ def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=
         log.info("rft: resuming from %s (step %d)", resume, start_step)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.time() - t0
-    trainer.model.save_pretrained(out)
-    proc.tokenizer.padding_side = "left"
-    proc.save_pretrained(out)
+    trainer.save_model(str(out))  # rank 0 only; gathers ZeRO-3 shards; PEFT → adapter files only
+    if trainer.is_world_process_zero():
+        proc.tokenizer.padding_side = "left"
+        proc.save_pretrained(out)
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the recipe is the record
     history = trainer.state.log_history
-    _write_jsonl(out / "train_log.jsonl", history)
+    if trainer.is_world_process_zero():
+        _write_jsonl(out / "train_log.jsonl", history)
     losses = [h["loss"] for h in history if "loss" in h]
     steps_run = trainer.state.global_step - start_step
     return {"steps": trainer.state.global_step, "resumed_from_step": start_step if resume else None,
@@ -512,11 +515,70 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
         raise RuntimeError("rft: no training rows left after filtering; see rejected.jsonl")
 
     # 3. LoRA SFT (resumes from out/checkpoints after a kill), then the model artifact.
-    stats = train_sft(recipe, base_dir, rows, out)
+    if recipe.rft.world_size > 1:
+        stats = _launch_distributed(recipe, inputs, out)
+    else:
+        stats = train_sft(recipe, base_dir, rows, out)
     new_model_artifact(out, None, "rft", family=family_of(base_dir))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # resume state; not part of the artifact
+    for leftover in ("_dist_job.json", "_train_summary.json"):
+        (out / leftover).unlink(missing_ok=True)
     t_end = time.time()
     return {"counts": {"samples": len(samples) + len(rejected), "rejected_rows": len(rejected),
                        "raps_kept": len(raps), "raps_dropped": len(dropped), "bad_images": len(bad_images),
                        "trained_rows": len(rows), **counts},
             "train": stats, "timings_s": {"augment": round(t_aug - t0, 3), "train": round(t_end - t_aug, 3)}}
+
+
+# ======================================================================================= multi-process
+
+
+def _launch_distributed(recipe, inputs: dict[str, Path], out: Path) -> dict:
+    """Re-run RFT training under torchrun with ``rft.world_size`` processes (DDP, or DeepSpeed ZeRO when
+    ``rft.deepspeed`` names a config such as ``configs/deepspeed/zero2.json``). Workers read ``raps.jsonl``
+    from ``out``, so the teacher is never asked twice; rank 0 writes the adapter and the summary."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    job = out / "_dist_job.json"
+    job.write_text(json.dumps({"recipe": recipe.to_dict(), "inputs": {k: str(v) for k, v in inputs.items()},
+                               "out": str(out)}))
+    env = dict(os.environ)
+    if recipe.device == "cpu":
+        env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator + gloo (notes §0.5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={recipe.rft.world_size}",
+           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "srcal.rationale", str(job)]
+    log.info("rft: launching %s", " ".join(cmd))
+    proc = subprocess.run(cmd, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"rft: distributed training failed (exit {proc.returncode}); see the log above")
+    return json.loads((out / "_train_summary.json").read_text())
+
+
+def _dist_main(job_file: str) -> None:
+    """Entry point of each torchrun worker: rebuild the recipe and rows, train, rank 0 writes the summary."""
+    import os
+
+    from srcal.config import recipe_from_dict
+
+    job = json.loads(Path(job_file).read_text())
+    recipe = recipe_from_dict(job["recipe"])
+    inputs = {k: Path(v) for k, v in job["inputs"].items()}
+    out = Path(job["out"])
+    raps = [json.loads(x) for x in (out / "raps.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows, _ = _sft_rows(raps, inputs["data"])
+    summary = train_sft(recipe, inputs["base"], rows, out)
+    if int(os.environ.get("RANK", "0")) == 0:
+        (out / "_train_summary.json").write_text(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    import sys
+
+    _dist_main(sys.argv[1])
