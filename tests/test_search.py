@@ -226,10 +226,12 @@ def test_merge_concatenates_and_refuses_overlapping_shards(tmp_path):
     for name, sid in (("s0", "a"), ("s1", "b"), ("s2", "a")):
         d = tmp_path / name
         d.mkdir()
-        (d / "candidates.jsonl").write_text(json.dumps({"sample_id": sid, "id": f"{sid}#c0"}) + "\n")
+        (d / "candidates.jsonl").write_text(json.dumps({"sample_id": sid, "id": f"{sid}#c0", "n_tokens": 3,
+                                                        "text": "A.\nAnswer: 1", "answer": "1"}) + "\n")
     out = tmp_path / "merged"
     summary = run_search_merge(None, {"shard0": tmp_path / "s0", "shard1": tmp_path / "s1"}, out)
-    assert summary["counts"]["candidates"] == 2
+    assert summary["counts"]["candidates"] == 2 and summary["diversity"]["samples"] == 2
+    assert summary["diversity"]["share_mixed"] is None  # no data input: correctness unknown, not 0
     assert [json.loads(x)["sample_id"] for x in (out / "candidates.jsonl").read_text().splitlines()] == ["a", "b"]
     with pytest.raises(ValueError, match="both"):
         run_search_merge(None, {"shard0": tmp_path / "s0", "shard1": tmp_path / "s2"}, tmp_path / "m2")

@@ -405,6 +405,7 @@ def diversity_report(samples: dict[str, dict], candidates: Sequence[dict], prefi
         return round(sum(xs) / len(xs), 4) if xs else None
 
     n = len(by_sample)
+    judged = len(acc)  # samples whose ground truth we have
     return {
         "samples": n,
         "candidates": sum(n_c),
@@ -416,8 +417,8 @@ def diversity_report(samples: dict[str, dict], candidates: Sequence[dict], prefi
         "mean_pairwise_sentence_jaccard": mean(jac),
         "mean_tokens": mean(toks),
         "candidate_accuracy": mean(acc),
-        "share_with_correct": round(any_correct / n, 4),
-        "share_mixed": round(mixed / n, 4),
+        "share_with_correct": round(any_correct / judged, 4) if judged else None,
+        "share_mixed": round(mixed / judged, 4) if judged else None,
     }
 
 
@@ -668,11 +669,12 @@ def _reason_counts(rejected: list[dict]) -> dict[str, int]:
     return _count(r["reason"].split(":")[0] for r in rejected)
 
 
-def run_search_merge(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> dict:
+def run_search_merge(recipe, inputs: dict[str, Path], out: Path, split: str = "calib", **_: Any) -> dict:
     """Stage ``search-merge``: concatenate shard outputs (inputs named ``shard0``, ``shard1``, …).
 
     Shards are merged in index order and each sample may appear in one shard only; a duplicate means
-    two shards overlapped (wrong ``shard=i/n``) and fails loudly instead of double-counting.
+    two shards overlapped (wrong ``shard=i/n``) and fails loudly instead of double-counting. With a
+    ``data`` input the summary carries the diversity report of the whole split (correctness included).
     """
     names = sorted((k for k in inputs if k.startswith("shard")), key=lambda k: int(k[5:] or 0))
     if not names:
@@ -699,7 +701,16 @@ def run_search_merge(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> di
                 for line in rej.read_text(encoding="utf-8").splitlines():
                     fr.write(line + "\n")
                     n_r += 1
-    return {"counts": {"shards": len(names), "samples": len(seen), "candidates": n_c, "rejected": n_r}}
+    samples: dict[str, dict] = {}
+    if "data" in inputs:
+        from srcal.data.schema import read_jsonl
+
+        rows, _ = read_jsonl(Path(inputs["data"]) / f"{split}.jsonl", max_rejected_share=1.0)
+        samples = {r["id"]: r for r in rows}
+    merged = [json.loads(line) for line in (out / "candidates.jsonl").read_text(encoding="utf-8").splitlines()]
+    prefix = recipe.rap_answer_prefix if recipe is not None else "Answer:"
+    return {"counts": {"shards": len(names), "samples": len(seen), "candidates": n_c, "rejected": n_r},
+            "diversity": diversity_report(samples, merged, prefix)}
 
 
 # ------------------------------------------------------------------------------------------- benchmark
