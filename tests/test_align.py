@@ -140,4 +140,8 @@ def test_deepspeed_zero_two_process_cpu_smoke(world, tmp_path, stage):
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(tmp_path.parent / "torch_ext"))
     summary = run_align(recipe, dict(world), tmp_path / f"z{stage}", round="round1")
     assert summary["train"]["loss_finite"] and summary["train"]["steps"] == 3
-    assert (tmp_path / f"z{stage}" / "adapter_model.safetensors").exists()
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / f"z{stage}" / "adapter_model.safetensors")
+    assert weights and all(t.numel() > 0 for t in weights.values())  # ZeRO-3 shards were gathered
+    assert any(k.endswith("lora_B.weight") and t.abs().sum() > 0 for k, t in weights.items())  # trained

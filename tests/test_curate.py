@@ -133,6 +133,8 @@ def test_select_pair_filters_in_order():
 def test_select_pair_no_preference_when_all_equal():
     m = _matrix(0.5, 0.5, 0.5, 0.0, 0.0, 0.0)
     assert curate.select_pair(m, "uniform", min_margin=0.0, min_confidence=0.0).drop_reason == "no_preference"
+    noisy = _matrix(0.5 + 1e-12, 0.5, 0.5 - 1e-12, 0.0, 0.0, 0.0)  # float noise is not a preference
+    assert curate.select_pair(noisy, "uniform", min_margin=0.0, min_confidence=0.0).drop_reason == "no_preference"
 
 
 # ---------------------------------------------------------------------------------------------- stage

@@ -150,14 +150,20 @@ def train_dpo(recipe, pairs: list[dict[str, Any]], base_dir: Path, policy_dir: P
                       bf16=not on_cpu and recipe.model.dtype == "bfloat16")
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                          peft_config=lora_config(cfg.lora))
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # per-step dicts go to train_log.jsonl, not the console
     resume = last_checkpoint(out / "checkpoints")
     if resume:
         log.info("align: resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
     history = [h for h in trainer.state.log_history if "loss" in h]
+    # save_model on every rank: under ZeRO-3 it gathers the sharded LoRA weights (a rank-0
+    # model.save_pretrained would write empty partitions); it writes only on rank 0, adapter files only.
+    trainer.save_model(str(out))
     if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(str(out))
         processor.save_pretrained(str(out))
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the recipe is the record
         with (out / "train_log.jsonl").open("w") as f:
             for h in trainer.state.log_history:
                 f.write(json.dumps(h) + "\n")

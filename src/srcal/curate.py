@@ -225,7 +225,7 @@ def select_pair(m: PairMatrix, aggregation: str, *, min_margin: float, min_confi
     iu = np.triu_indices(m.n, 1)
     judged_c = m.C[iu][m.judged[iu]]
     conf = float(judged_c.mean()) if judged_c.size else 0.0
-    if best == worst:
+    if best == worst or s[best] - s[worst] < 1e-9:  # all candidates scored alike (up to float noise)
         return Selection(best, worst, s.tolist(), 0.0, conf, 0.0, "no_preference")
     if m.judged[best, worst]:
         p_bw = float(m.P[best, worst])
