@@ -204,12 +204,15 @@ class HFEngine:
             mask[i, width - len(s):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         sampler = _SeededSampler([seed for _, _, seed in rows], self.temperature, self.top_p, self.device)
-        kwargs: dict[str, Any] = dict(
-            attention_mask=mask, max_new_tokens=self.max_sentence_tokens + 1, do_sample=False,
-            logits_processor=[sampler], stopping_criteria=[_SentenceEnd(self.flags)],
-            pad_token_id=self.pad_id, eos_token_id=self.eos_ids, use_cache=True,
-            num_beams=1, temperature=None, top_p=None, top_k=None,
-        )
+        kwargs: dict[str, Any] = {
+            "attention_mask": mask, "max_new_tokens": self.max_sentence_tokens + 1, "do_sample": False,
+            "logits_processor": [sampler], "stopping_criteria": [_SentenceEnd(self.flags)],
+            "pad_token_id": self.pad_id, "eos_token_id": self.eos_ids, "use_cache": True,
+            "num_beams": 1, "temperature": None, "top_p": None, "top_k": None,
+            # a sampled image token would enter the next step's prefix and break the image-feature
+            # scatter ("Number of elements of source < number of ones in mask"); never generate it
+            "suppress_tokens": [self.image_token_id] if self.image_token_id is not None else None,
+        }
         with torch.inference_mode():
             if self.cache_features:
                 embeds = self.model.get_input_embeddings()(ids)
