@@ -160,6 +160,12 @@ class BaseTrainConfig:
                                 meta={"min": 0.0, "max": 1.0})
     weight_decay: float = _help("AdamW weight decay.", default=0.0, meta={"min": 0.0})
     max_grad_norm: float = _help("Gradient-norm clip.", default=1.0, meta={"min": 0.0})
+    caption_share: float = _help(
+        "Share of each batch that is captioning (scene description), as in LLaVA's alignment stage: dense "
+        "supervision that teaches a from-scratch LM to read the image tokens; 0 = short answers only.",
+        default=0.5, meta={"min": 0.0, "max": 1.0},
+    )
+    caption_prompt: str = _help("The user text of captioning examples.", default="Describe the image.")
 
 
 @dataclass
@@ -264,7 +270,6 @@ class SearchConfig:
         "Largest LoRA rank vLLM must accept (≥ the policy adapter's rank).", default=64, meta={"min": 1})
 
 
-
 @dataclass
 class LabellerConfig:
     """Who labels R-Scorer training pairs: the shapes-world oracle judge, or an LLM endpoint."""
@@ -272,9 +277,9 @@ class LabellerConfig:
     kind: Literal["oracle", "openai"] = _help("Labeller.", default="oracle")
     url: str = _help("OpenAI-compatible endpoint (kind == 'openai').", default="")
     model: str = _help("Served model name.", default="")
-    noise: float = _help("Oracle: probability a verdict is flipped at random.", default=0.05, meta={"min": 0.0, "max": 1.0})
+    noise: float = _help("Oracle: probability a verdict is replaced by a uniform draw from A/B/C (so it changes with 2/3 of it).", default=0.05, meta={"min": 0.0, "max": 1.0})
     position_bias: float = _help(
-        "Oracle: probability a near-tie is resolved in favour of position A.", default=0.05, meta={"min": 0.0, "max": 1.0}
+        "Oracle: probability a verdict is replaced by A (a first-position bias, as LLM labellers show).", default=0.05, meta={"min": 0.0, "max": 1.0}
     )
     tie_margin: float = _help(
         "Oracle: quality difference at or below which the verdict is C (tie).", default=0.0, meta={"min": 0.0}

@@ -178,6 +178,14 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     model.to(device).train()
     examples = encode_examples(proc, [(plain_question_messages(r["question"], r.get("choices")),
                                         short_answer_text(r), _load_image(data_dir, r["image"])) for r in rows])
+    captions = []
+    if cfg.caption_share > 0:
+        from srcal.data.shapes import describe_scene
+
+        captions = encode_examples(proc, [(plain_question_messages(cfg.caption_prompt), describe_scene(r["scene"]),
+                                           _load_image(data_dir, r["image"]))
+                                          for r in rows if isinstance(r.get("scene"), dict)])
+    n_caption = round(cfg.batch_size * cfg.caption_share) if captions else 0
     t_enc = time.time()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, int(cfg.warmup_ratio * cfg.steps))
@@ -193,12 +201,14 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     log_rows = []
     pad_id = proc.tokenizer.pad_token_id
     for step in range(cfg.steps):
-        if len(order) < cfg.batch_size:
+        n_answer = cfg.batch_size - n_caption
+        if len(order) < n_answer:
             perm = list(range(len(examples)))
             rng.shuffle(perm)
             order += perm
-        idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
-        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
+        idx, order = order[:n_answer], order[n_answer:]
+        picked = [examples[i] for i in idx] + [captions[rng.randrange(len(captions))] for _ in range(n_caption)]
+        batch = {k: v.to(device) for k, v in collate(picked, pad_id).items()}
         loss = model(**batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -220,7 +230,8 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
         _write_jsonl(out / "rejected.jsonl", rejected)
     tail = [r["loss"] for r in log_rows[-20:]]
     return {"base": "tiny", "family": recipe.model.family, "trained": True,
-            "counts": {"train_rows": len(rows), "rejected": len(rejected), "steps": cfg.steps},
+            "counts": {"train_rows": len(rows), "caption_rows": len(captions), "rejected": len(rejected),
+                       "steps": cfg.steps},
             "params": sum(p.numel() for p in model.parameters()),
             "final_loss": sum(tail) / len(tail) if tail else None,
             "steps_per_s": round(cfg.steps / max(t_train - t_enc, 1e-9), 3),
