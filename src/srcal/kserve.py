@@ -215,22 +215,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def vllm_server_argv(model_dir: str, port: int, served_name: str = "judge", extra: list[str] | None = None) -> list[str]:
-    """The same server the ServingRuntime runs, as a local process."""
-    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", f"--model={model_dir}",
+def vllm_server_argv(model_dir: str, port: int, served_name: str = "judge", extra: list[str] | None = None,
+                     python: str | None = None) -> list[str]:
+    """The same server the ServingRuntime runs, as a local process: with the vLLM environment's python
+    (``srcal.vllm_engine.find_vllm_python``: ``$SRCAL_VLLM_PYTHON`` or ``.venv-vllm``), else this one
+    (the vLLM image, where vLLM is installed beside srcal)."""
+    from srcal.vllm_engine import find_vllm_python
+
+    python = python or str(find_vllm_python() or sys.executable)
+    return [python, "-m", "vllm.entrypoints.openai.api_server", f"--model={model_dir}",
             f"--served-model-name={served_name}", "--host=127.0.0.1", f"--port={port}", *(extra or [])]
 
 
 @contextlib.contextmanager
 def local_openai_server(argv: list[str], port: int, *, ready_path: str = "/v1/models", timeout_s: float = 600,
-                        log_path: str | None = None) -> Iterator[str]:
+                        log_path: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run an OpenAI-compatible server process for the duration of the block; yield ``http://…/v1``.
 
     Waits until ``ready_path`` answers 200 (model loaded), fails fast if the process exits, and always
     stops it (terminate, then kill after 30 s) so a failing score step leaves no server behind.
     """
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -249,12 +255,16 @@ def local_openai_server(argv: list[str], port: int, *, ready_path: str = "/v1/mo
             time.sleep(0.5)
         yield base + "/v1"
     finally:
-        if proc.poll() is None:
-            proc.terminate()
+        if proc.poll() is None:  # the whole session: vLLM's engine core is a child process
+            import signal
+
             try:
+                os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            except ProcessLookupError:
+                pass
         if log_path:
             out.close()
