@@ -190,3 +190,91 @@ def test_in_step_vllm_server_serves_the_judge_as_judge(tiny_text_model, tmp_path
                                     log_path=str(tmp_path / "vllm.log")) as url:
         models = json.loads(urllib.request.urlopen(url + "/models", timeout=10).read())
     assert [m["id"] for m in models["data"]] == ["judge"]
+
+
+class _StandInKubeAPI:
+    """A loopback HTTP server with the REST paths of namespaced custom objects (create/get/delete, 404/409),
+    so the real ``kubernetes`` client is exercised end to end; an object turns Ready on its second GET."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.objects: dict[str, dict] = {}
+        self.requests: list[tuple[str, str]] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _reply(self, code, obj):
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _status(self, code, reason):
+                self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                                   "code": code})
+
+            def do_POST(self):
+                outer.requests.append(("POST", self.path))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = f"{self.path}/{body['metadata']['name']}"
+                if key in outer.objects:
+                    return self._status(409, "AlreadyExists")
+                outer.objects[key] = {**body, "status": {}, "_gets": 0}
+                self._reply(201, body)
+
+            def do_GET(self):
+                outer.requests.append(("GET", self.path))
+                obj = outer.objects.get(self.path)
+                if obj is None:
+                    return self._status(404, "NotFound")
+                obj["_gets"] += 1
+                if obj["_gets"] >= 2:
+                    obj["status"] = {"conditions": [{"type": "Ready", "status": "True"}],
+                                     "address": {"url": f"http://{obj['metadata']['name']}.team.svc.cluster.local"}}
+                self._reply(200, {k: v for k, v in obj.items() if k != "_gets"})
+
+            def do_DELETE(self):
+                outer.requests.append(("DELETE", self.path))
+                if outer.objects.pop(self.path, None) is None:
+                    return self._status(404, "NotFound")
+                self._reply(200, {"kind": "Status", "status": "Success"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_lifecycle_through_the_real_kubernetes_client(tmp_path, monkeypatch):
+    """serve_judge/teardown_judge with the kubernetes client loading a kubeconfig (as outside a cluster)."""
+    import yaml
+
+    api = _StandInKubeAPI()
+    try:
+        cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "t",
+               "clusters": [{"name": "c", "cluster": {"server": api.url}}],
+               "users": [{"name": "u", "user": {"token": "t0k"}}],
+               "contexts": [{"name": "t", "context": {"cluster": "c", "user": "u", "namespace": "team"}}]}
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(cfg))
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        url = kserve.serve_judge("kserve", "srcal-judge-abc", "s3://b/judge", namespace="team", **SERVE)
+        assert url == "http://srcal-judge-abc.team.svc.cluster.local/v1"
+        path = "/apis/serving.kserve.io/v1beta1/namespaces/team/inferenceservices"
+        assert api.requests[:3] == [("POST", path), ("GET", f"{path}/srcal-judge-abc"),
+                                    ("GET", f"{path}/srcal-judge-abc")]
+        body = api.objects[f"{path}/srcal-judge-abc"]
+        assert body["spec"]["predictor"]["model"]["storageUri"] == "s3://b/judge/"
+        # a retried serve step meets a 409 and replaces the object
+        kserve.serve_judge("kserve", "srcal-judge-abc", "s3://b/judge", namespace="team", **SERVE)
+        assert ("DELETE", f"{path}/srcal-judge-abc") in api.requests
+        assert kserve.teardown_judge("kserve", "srcal-judge-abc", namespace="team") is True
+        assert kserve.teardown_judge("kserve", "srcal-judge-abc", namespace="team") is False  # a real 404
+    finally:
+        api.server.shutdown()
