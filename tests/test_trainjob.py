@@ -54,13 +54,6 @@ def test_stage_argv_is_what_the_cli_parses():
     assert args.option == ["round=round2"]
 
 
-def test_accelerate_argv():
-    assert trainjob.accelerate_argv(4) == ["accelerate", "launch", "--num_machines", "1", "--num_processes", "4",
-                                           "--multi_gpu", "-m", "srcal.cli"]
-    ds = trainjob.accelerate_argv(8, "configs/zero2.json")
-    assert ds[ds.index("--deepspeed_config_file") + 1] == "configs/zero2.json" and "--multi_gpu" not in ds
-
-
 def test_trainjob_manifest_runs_the_same_stage_command_under_torchrun():
     m = trainjob.trainjob_manifest("srcal-align-1", image="ghcr.io/srcal/srcal-train:abc", argv=["stage", "align"],
                                    num_nodes=2, gpus_per_node=8, secret_env="srcal-s3")
@@ -121,3 +114,25 @@ def test_one_process_path_calls_the_stage_runner(monkeypatch, tmp_path):
                                 options={"round": "round1"})
     assert seen["args"] == ("align", "tiny", '["align.beta=0.3"]', {"pairs": str(tmp_path / "p")}, str(tmp_path / "o"))
     assert seen["kw"]["options"] == {"round": "round1"}
+
+
+def test_multi_node_submits_one_rank_per_process(monkeypatch, tmp_path):
+    """The TrainJob runs the same stage command with world_size=1 (torchrun already made each process a
+    rank), reads S3 inputs, and the component imports the job's published output."""
+    from srcal import pipeline
+
+    api = FakeTrainJobs("Complete", after=0)
+    imported = {}
+    monkeypatch.setenv("SRCAL_IMAGE", "ghcr.io/srcal/srcal-train:abc")
+    monkeypatch.setattr(pipeline, "import_artifact", lambda uri, dest: imported.update(uri=uri, dest=dest))
+    art = lambda n: SimpleNamespace(path=str(tmp_path / n), uri=f"s3://b/run/{n}")
+    trainjob.run_training_stage("rft", "tiny", '["rft.world_size=4"]', {"base": art("base"), "data": art("data")},
+                                art("rft"), num_nodes=2, gpus=4, s3_secret="srcal-s3", api=api)
+    (job,) = api.objects.values()
+    cmd = job["spec"]["trainer"]["command"]
+    assert cmd[:3] == ["torchrun", "-m", "srcal.cli"]
+    args = build_parser().parse_args(cmd[3:])
+    assert args.set == ["rft.world_size=4", "rft.world_size=1"]  # the last override wins
+    assert args.input == ["base=s3://b/run/base", "data=s3://b/run/data"] and args.output == "s3://b/run/rft-trainjob"
+    assert job["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "4"}
+    assert imported == {"uri": "s3://b/run/rft-trainjob", "dest": str(tmp_path / "rft")}

@@ -1,17 +1,19 @@
-"""Training stages (``rft``, ``align``) beyond one process: accelerate on one node, Kubeflow Trainer beyond.
+"""Training stages (``rft``, ``align``) beyond one node: a Kubeflow Trainer TrainJob.
 
-What the rft/align components call. Three ways to run the *same* ``srcal stage`` command, no
-home-made launcher:
+What the rft/align components call (:func:`run_training_stage`), two ways to run the *same*
+``srcal stage`` command, no home-made launcher:
 
-* one process (``<section>.world_size == 1``, ``num_nodes == 1``): :func:`srcal.pipeline.run_stage`;
-* one node, several GPUs (``world_size > 1``): ``accelerate launch --num_processes N [--use_deepspeed
-  --deepspeed_config_file F] -m srcal.cli stage …`` in the pod (:func:`accelerate_argv`);
+* one node (``num_nodes == 1``): :func:`srcal.pipeline.run_stage` in the pod. With
+  ``<section>.world_size > 1`` the stage itself re-launches its training under ``torchrun`` across the
+  pod's GPUs (DDP, or DeepSpeed ZeRO from ``<section>.deepspeed``): srcal.rationale / srcal.align.
 * several nodes (``num_nodes > 1``): a Kubeflow Trainer v2 ``TrainJob`` on the ``torch-distributed``
-  ClusterTrainingRuntime running ``torchrun -m srcal.cli stage …`` (the runtime injects ``PET_NNODES``,
-  ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` that torchrun reads). The job's pods cannot see this pod's
-  disk, so inputs are passed as their S3 URIs and the job publishes to ``<output uri>-trainjob``;
-  the component then copies that finished artifact into its own output (:func:`run_training_stage`).
-  The GPU pool's nodeSelector/tolerations belong in the TrainingRuntime the job references.
+  ClusterTrainingRuntime running ``torchrun -m srcal.cli stage … --set <section>.world_size=1``: the
+  runtime's torchrun starts one process per GPU on every node (``PET_NNODES``, ``PET_NODE_RANK``,
+  ``PET_MASTER_ADDR`` injected), so each process is one rank of the job and the stage must not launch
+  again. The job's pods cannot see this pod's disk, so inputs are their S3 URIs and the job publishes
+  to ``<output uri>-trainjob``; the component then copies that finished artifact into its own output.
+  Requires that only global rank 0 publishes (``stages.execute``); the GPU pool's nodeSelector and
+  tolerations belong in the TrainingRuntime the job references.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import time
 import uuid
 
 log = logging.getLogger("srcal.trainjob")
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
-SECTIONS = {"rft": "rft", "align": "align"}  # stage -> recipe section holding world_size / deepspeed
+SECTIONS = {"rft": "rft", "align": "align"}  # stage -> recipe section holding world_size
 
 
 class TrainJobError(RuntimeError):
@@ -45,16 +46,6 @@ def stage_argv(stage: str, recipe: str, overrides: list[str], inputs: dict[str, 
     for k, v in sorted((options or {}).items()):
         argv += ["--option", f"{k}={v}"]
     return argv
-
-
-def accelerate_argv(world_size: int, deepspeed_config: str = "") -> list[str]:
-    """``accelerate launch`` over this node's GPUs, with DeepSpeed when the recipe names a config."""
-    argv = ["accelerate", "launch", "--num_machines", "1", "--num_processes", str(world_size)]
-    if deepspeed_config:
-        argv += ["--use_deepspeed", "--deepspeed_config_file", deepspeed_config]
-    else:
-        argv += ["--multi_gpu"]
-    return argv + ["-m", "srcal.cli"]
 
 
 def trainjob_name(stage: str) -> str:
@@ -141,10 +132,10 @@ def run_training_stage(stage: str, recipe: str, overrides: str, inputs: dict, ou
 
     if stage not in SECTIONS:
         raise TrainJobError(f"stage {stage!r} is not a training stage; expected one of {sorted(SECTIONS)}")
-    rec = pipeline.load_component_recipe(recipe, overrides)
-    section = getattr(rec, SECTIONS[stage])
-    ovs = pipeline.parse_overrides(overrides)
+    section = getattr(pipeline.load_component_recipe(recipe, overrides), SECTIONS[stage])
     if num_nodes > 1:
+        # each torchrun process of the job is one rank: the stage must not launch torchrun again
+        ovs = [*pipeline.parse_overrides(overrides), f"{SECTIONS[stage]}.world_size=1"]
         staging = output.uri.rstrip("/") + "-trainjob"
         uris = {k: a.uri for k, a in inputs.items()}
         if not all(store.is_s3(u) for u in [*uris.values(), staging]):
@@ -157,16 +148,9 @@ def run_training_stage(stage: str, recipe: str, overrides: str, inputs: dict, ou
         manifest = trainjob_manifest(
             trainjob_name(stage), image=image, argv=stage_argv(stage, recipe, ovs, uris, staging, options),
             num_nodes=num_nodes, gpus_per_node=gpus or section.world_size, accelerator_type=accelerator_type,
-            runtime=runtime,
-            secret_env=s3_secret or None)
+            runtime=runtime, secret_env=s3_secret or None)
         submit_and_wait(manifest, current_namespace(), api=api)
         pipeline.import_artifact(staging, output.path)
-    elif section.world_size > 1:
-        pipeline.check_gpus(gpus, accelerator_type)
-        argv = accelerate_argv(section.world_size, section.deepspeed) + stage_argv(
-            stage, recipe, ovs, {k: a.path for k, a in inputs.items()}, output.path, options)
-        log.info("launching %s", " ".join(argv))
-        subprocess.run(argv, check=True)
     else:
         pipeline.run_stage(stage, recipe, overrides, {k: a.path for k, a in inputs.items()}, output.path,
                            options=options, gpus=gpus, accelerator_type=accelerator_type)
