@@ -136,3 +136,18 @@ def test_multi_node_submits_one_rank_per_process(monkeypatch, tmp_path):
     assert args.input == ["base=s3://b/run/base", "data=s3://b/run/data"] and args.output == "s3://b/run/rft-trainjob"
     assert job["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "4"}
     assert imported == {"uri": "s3://b/run/rft-trainjob", "dest": str(tmp_path / "rft")}
+
+
+def test_only_global_rank_0_publishes(tmp_path, monkeypatch):
+    """In a multi-node TrainJob every torchrun process runs the stage; the stage runner publishes only
+    from RANK 0 (rank 3 returns its summary and leaves the output untouched)."""
+    from srcal import stages, store
+    from srcal.config import load_recipe
+
+    small = ["data.rft_size=8", "data.calib_size=4", "data.eval_size=4", "data.base_train_size=0"]
+    monkeypatch.setenv("RANK", "3")
+    summary = stages.execute("data", load_recipe("tiny", small), {}, str(tmp_path / "data"))
+    assert summary["stage"] == "data" and not store.is_complete(str(tmp_path / "data"))
+    monkeypatch.setenv("RANK", "0")
+    stages.execute("data", load_recipe("tiny", small), {}, str(tmp_path / "data"))
+    assert store.is_complete(str(tmp_path / "data"))

@@ -99,6 +99,13 @@ def execute(name: str, recipe: Recipe, inputs: dict[str, str], output: str, *,
     summary = fn(recipe, local_inputs, scratch, **options) or {}
     summary = {"stage": name, **summary, "resume_key": key, "inputs": inputs,
                "timings_s": {**summary.get("timings_s", {}), "total": round(time.time() - t0, 3)}}
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        # One rank of a job whose every process runs this stage (a multi-node TrainJob: srcal.trainjob):
+        # only global rank 0, which holds the saved model, publishes.
+        log.info("stage %s: rank %s of a distributed job; rank 0 publishes", name, os.environ["RANK"])
+        return summary
     (scratch / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     store.publish(scratch, output, marker={"resume_key": key, "stage": name})
     return summary

@@ -12,7 +12,7 @@ What the rft/align components call (:func:`run_training_stage`), two ways to run
   ``PET_MASTER_ADDR`` injected), so each process is one rank of the job and the stage must not launch
   again. The job's pods cannot see this pod's disk, so inputs are their S3 URIs and the job publishes
   to ``<output uri>-trainjob``; the component then copies that finished artifact into its own output.
-  Requires that only global rank 0 publishes (``stages.execute``); the GPU pool's nodeSelector and
+  Only global rank 0 publishes (``stages.execute`` checks ``RANK``); the GPU pool's nodeSelector and
   tolerations belong in the TrainingRuntime the job references.
 """
 
