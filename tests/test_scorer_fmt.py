@@ -17,16 +17,22 @@ def recipe():
     return load_recipe("tiny")
 
 
-def test_claims_become_single_fact_words():
+def test_claims_become_subject_value_words():
     grid = 3
-    canon = fmt.canonical_response(
-        "There is a red circle in the top left. The center cell is empty. I count 2 circles. "
-        "The blue bar is 7. 3 plus 4 is 8. So the answer is 2.\nAnswer: 2", grid)
-    assert canon.words == ["topleftredcircle", "centernone", "countanycircletwo", "barblueseven",
+    text = ("There is a red circle in the top left. The center cell is empty. I count 2 circles. "
+            "The blue bar is 7. 3 plus 4 is 8. So the answer is 2.\nAnswer: 2")
+    canon = fmt.canonical_response(text, grid)
+    assert canon.words == ["topleft", "redcircle", "center", "none", "countanycircle", "two", "barblue", "seven",
                            "three", "plus", "four", "is", "eight", "so", "two", "answer", "two"]
     # each claim's target sits on its last word; the answer word is the last one
-    assert canon.claim_of_word == [0, 1, 2, 3, -1, -1, -1, -1, 4, -1, -1, -1, -1]
+    owners = {i: o for i, o in enumerate(canon.claim_of_word) if o >= 0}
+    assert owners == {1: 0, 3: 1, 5: 2, 7: 3, 12: 4}
     assert canon.answer_word == len(canon.words) - 1
+    # with reference support, each scene claim is followed by the description's value for its subject
+    ref = fmt.canonical_response(text, grid, reference={"topleft": "bluecircle", "countanycircle": "two"})
+    assert ref.words[:9] == ["topleft", "redcircle", "bluecircle", "center", "none", "unk",
+                             "countanycircle", "two", "two"]
+    assert {i: o for i, o in enumerate(ref.claim_of_word) if o >= 0}[2] == 0
 
 
 def test_unparseable_text_never_raises():
@@ -37,20 +43,24 @@ def test_unparseable_text_never_raises():
 
 
 def test_true_claims_appear_verbatim_in_the_description(recipe):
-    """The point of the format: a claim about the scene is true iff its word is in the description."""
+    """The point of the format: a scene claim is true iff its (subject, value) is a description fact, and
+    with reference support iff its value equals the reference value that follows it."""
     rng = random.Random(0)
     checked = 0
     for s in judge_samples(recipe, 60, "fmt-test"):
-        desc = set(fmt.description_words(s["scene"]))
+        facts = fmt.description_facts(s["scene"])
+        ref = dict(facts)
         grid = fmt.sample_grid(s)
         for kind in ("teacher", *oracle.CORRUPTIONS):
             text = oracle.teacher_rap(s, rng) if kind == "teacher" else oracle.corrupt_rap(
                 s, oracle.teacher_rap(s, rng), kind, rng)
             for claim in oracle.assess(s, text).claims:
-                if claim.kind in ("num_cmp", "arith"):
+                fact = fmt.claim_fact(claim, grid)
+                if fact is None:
                     continue  # scene-independent arithmetic: checked compositionally
-                word = fmt.claim_words(claim, grid)[-1]
-                assert (word in desc) == claim.true, (claim, word)
+                assert (fact in facts) == claim.true, (claim, fact)
+                words = fmt.claim_words(claim, grid, ref)
+                assert (words[1] == words[2]) == claim.true
                 checked += 1
     assert checked > 200
 

@@ -39,7 +39,9 @@ def judge_server(trained_judge):
     from vllm_utils import start_vllm_server, stop_vllm_server
 
     python = _require_vllm_python()
-    url, proc = start_vllm_server(trained_judge, served_model_name="judge", python=python,
+    max_len = json.loads((trained_judge / "config.json").read_text())["max_position_embeddings"]
+    url, proc = start_vllm_server(trained_judge, ["--max-model-len", str(min(1024, max_len))],
+                                  served_model_name="judge", python=python,
                                   log_path=trained_judge.parent / "vllm-judge.log")
     try:
         yield url

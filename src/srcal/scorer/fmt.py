@@ -10,21 +10,28 @@ Two ways to fill the fields (``rscorer.input_format``):
   once per image), the question, the two responses. What a Qwen2.5-1.5B-class judge reads on real data.
 * ``facts`` — the shapes world's *fact language*, for the tiny judge trained from scratch in minutes.
   notes/environment.md §10 measured that a 0.2M-parameter judge only learns pairwise comparison in
-  ~3 minutes on 2 cores when every checkable fact is **one token** in the same form in the description
-  and in the responses; prose sentences stayed near chance. So each sentence is canonicalised, by the
-  oracle's own claim parser (``srcal.data.oracle.parse_claim``, the same templates the world writes
-  with), into one letters-only word — ``There is a red circle in the top left.`` → ``topleftredcircle``,
-  ``The blue bar is 7.`` → ``barblueseven``, ``I count 2 circles.`` → ``countanycircletwo`` — and the
-  description lists the scene's facts in the same words. A sentence that matches no template becomes
-  ``other``; the concluding sentence becomes ``so <answer>``; the answer line ``answer <answer>``.
+  ~3 minutes on 2 cores when facts are short, closed-vocabulary token sequences in the same form in the
+  description and in the responses; prose sentences stayed near chance. So each sentence is
+  canonicalised, by the oracle's own claim parser (``srcal.data.oracle.parse_claim``, the same templates
+  the world writes with), into a *subject* word and a *value* word — ``There is a red circle in the top
+  left.`` → ``topleft redcircle``, ``The blue bar is 7.`` → ``barblue seven``, ``I count 2 circles.`` →
+  ``countanycircle two`` — and the description lists the scene's facts as the same pairs. A sentence that
+  matches no template becomes ``other``; the concluding sentence ``so <answer>``; the answer line
+  ``answer <answer>``. Arithmetic stays compositional (``three plus four is seven``): it is true or false
+  whatever the image shows.
+* ``facts+ref`` — the same, and each scene claim is followed by the description's value for the claim's
+  subject (``topleft redcircle bluecircle``; ``unk`` when the description has no such subject): the
+  claim-aligned *reference support* JudgeLM (arXiv 2310.17631) gives its judge. The retrieval is by
+  subject word, a text operation on the judge's own inputs; whether claim and reference agree, and how
+  errors, answers and completeness weigh in the verdict, is still the judge's to learn. We measured that
+  the tiny judge does not learn the description look-up itself within the time budget (see
+  ``srcal.scorer.train``).
 
-  The canonicalisation reads only the judge's own inputs (the response text, and the description and
-  question of the sample); it never looks up whether a claim is true. The description is a richer
-  perception-tag list than ``describe_scene``'s prose: every cell (empty ones as ``<cell>none``), object
-  counts per shape, per colour and per colour+shape, or every bar value, the bar count, the tallest and
-  shortest bar and each bar-to-bar comparison — what an image tagger would list, and what makes most
-  claims checkable by finding the same word in the description. Arithmetic claims stay compositional
-  (``three plus four is seven``): they are true or false whatever the image shows.
+The canonicalisation reads only the judge's own inputs (the response text, the description and the
+question of the sample); it never asks whether a claim is true. The description is a richer perception-tag
+list than ``describe_scene``'s prose: every cell (empty ones as ``none``), object counts per shape, per
+colour and per colour+shape, or every bar value, the bar count, the tallest and shortest bar and each
+bar-to-bar comparison — what an image tagger would list.
 
 Fact words use letters only (numbers are spelled) so that Qwen2's pre-tokenizer, which ``AutoTokenizer``
 (and therefore vLLM) rebuilds for a ``qwen2`` folder, keeps each word whole and the BPE trained on
@@ -97,27 +104,40 @@ def _answer_word(answer: str | None, grid: int) -> str:
     return UNKNOWN
 
 
-def claim_words(claim, grid: int) -> list[str]:
-    """The fact-language words of one parsed claim (``srcal.data.oracle.Claim``); the *last* word carries
-    the claim's truth (that is where a trainer puts the per-claim target)."""
+def claim_fact(claim, grid: int) -> tuple[str, str] | None:
+    """(subject, value) words of a claim about the scene; None for scene-independent arithmetic.
+
+    Subjects: a cell (``topleft``), a count (``countanycircle``, ``countredshape``), a bar (``barblue``),
+    ``barcount``, ``tallest`` / ``shortest``, a bar pair (``redvsblue``). Values: ``redcircle`` / ``none``
+    for a cell, a spelled number, a colour, ``taller`` / ``shorter``.
+    """
     from srcal.data import shapes as W
 
-    a = claim.args
-    k = claim.kind
+    a, k = claim.args, claim.kind
     if k in ("obj", "empty"):
         idx = W.position_index(a["pos"], grid)
-        cell = cell_word(*idx, grid) if idx else UNKNOWN
-        return [cell + ("none" if k == "empty" else a["color"] + a["shape"])]
+        return (cell_word(*idx, grid) if idx else UNKNOWN, "none" if k == "empty" else a["color"] + a["shape"])
     if k == "count":
-        return [f"count{a['color'] or 'any'}{a['shape'] or 'shape'}{number_word(a['n'])}"]
+        return (f"count{a['color'] or 'any'}{a['shape'] or 'shape'}", number_word(a["n"]))
     if k == "bar_count":
-        return [f"barcount{number_word(a['n'])}"]
+        return ("barcount", number_word(a["n"]))
     if k == "bar":
-        return [f"bar{a['color']}{number_word(a['v'])}"]
+        return (f"bar{a['color']}", number_word(a["v"]))
     if k == "extreme":
-        return [f"{a['ext']}{a['color']}"]
+        return (a["ext"], a["color"])
     if k == "cmp":
-        return [f"{a['c1']}{a['rel']}{a['c2']}"]
+        return (f"{a['c1']}vs{a['c2']}", a["rel"])
+    return None
+
+
+def claim_words(claim, grid: int, reference: dict[str, str] | None = None) -> list[str]:
+    """The fact-language words of one parsed claim (``srcal.data.oracle.Claim``): subject then value, and
+    with ``reference`` the description's value for the same subject; the *last* word carries the claim's
+    truth (where a trainer puts the per-claim target)."""
+    a, k = claim.args, claim.kind
+    fact = claim_fact(claim, grid)
+    if fact is not None:
+        return [*fact, reference.get(fact[0], UNKNOWN)] if reference is not None else list(fact)
     if k == "num_cmp":
         return [number_word(a["a"]), a["rel"], number_word(a["b"])]
     if k == "arith":
@@ -125,34 +145,12 @@ def claim_words(claim, grid: int) -> list[str]:
     return [OTHER]
 
 
-def claim_key(claim, grid: int) -> tuple | None:
-    """The subject a claim is about (a cell, a count, a bar, ...), to find the description's entry for the
-    same subject; None for scene-independent claims (arithmetic)."""
-    from srcal.data import shapes as W
-
-    a, k = claim.args, claim.kind
-    if k in ("obj", "empty"):
-        idx = W.position_index(a["pos"], grid)
-        return ("cell", cell_word(*idx, grid)) if idx else ("cell", UNKNOWN)
-    if k == "count":
-        return ("count", a["color"] or "any", a["shape"] or "shape")
-    if k == "bar":
-        return ("bar", a["color"])
-    if k == "bar_count":
-        return ("barcount",)
-    if k == "extreme":
-        return ("ext", a["ext"])
-    if k == "cmp":
-        return ("cmp", a["c1"], a["c2"])
-    return None
-
-
 def canonical_response(text: str, grid: int, prefix: str = "Answer:",
-                       reference: dict[tuple, str] | None = None) -> Canonical:
+                       reference: dict[str, str] | None = None) -> Canonical:
     """A response (any text, e.g. a generated candidate) in the fact language. Never raises on text.
 
-    With ``reference`` (subject → the description's word for it, :func:`description_facts`), each
-    scene claim is followed by the description's entry on the same subject (``unknown`` when the
+    With ``reference`` (subject → the description's value for it, :func:`description_facts`), each
+    scene claim is followed by the description's value for the same subject (``unk`` when the
     description has none): the claim-aligned *reference support* of JudgeLM (arXiv 2310.17631) — the
     judge still decides whether claim and reference agree, and weighs errors, answers and completeness.
     """
@@ -166,10 +164,7 @@ def canonical_response(text: str, grid: int, prefix: str = "Answer:",
     for s in parsed.sentences:
         claim = oracle.parse_claim(s)
         if claim is not None:
-            ws = claim_words(claim, grid)
-            key = claim_key(claim, grid) if reference is not None else None
-            if key is not None:
-                ws = ws + [reference.get(key, UNKNOWN)]
+            ws = claim_words(claim, grid, reference)
             words += ws
             owner += [-1] * (len(ws) - 1) + [n_claims]
             n_claims += 1
@@ -191,11 +186,11 @@ def canonical_response(text: str, grid: int, prefix: str = "Answer:",
 # ---------------------------------------------------------------------------------------------------
 def description_words(scene: dict) -> list[str]:
     """The scene as perception tags in the fact language, in a fixed order (see module docstring)."""
-    return [w for _, w in description_facts(scene)]
+    return [w for fact in description_facts(scene) for w in fact]
 
 
-def description_facts(scene: dict) -> list[tuple[tuple, str]]:
-    """(subject, word) for every perception tag of the scene (subjects as in :func:`claim_key`)."""
+def description_facts(scene: dict) -> list[tuple[str, str]]:
+    """(subject, value) for every perception tag of the scene (words as in :func:`claim_fact`)."""
     colors = scene.get("vocab", {}).get("colors") or sorted({o["color"] for o in scene.get("objects", [])})
     shapes_ = scene.get("vocab", {}).get("shapes") or ["circle", "square", "triangle"]
     if scene["kind"] == "objects":
@@ -205,26 +200,24 @@ def description_facts(scene: dict) -> list[tuple[tuple, str]]:
         for r in range(grid):
             for c in range(grid):
                 o = at.get((r, c))
-                cw = cell_word(r, c, grid)
-                facts.append((("cell", cw), cw + (o["color"] + o["shape"] if o else "none")))
+                facts.append((cell_word(r, c, grid), o["color"] + o["shape"] if o else "none"))
         objs = scene["objects"]
         count = lambda col, sh: sum(1 for o in objs if col in (None, o["color"]) and sh in (None, o["shape"]))
         keys = [("any", "shape")] + [("any", s) for s in shapes_] + [(c, "shape") for c in colors]
         keys += [(c, s) for c in colors for s in shapes_]
         for c, s in keys:
             n = count(None if c == "any" else c, None if s == "shape" else s)
-            facts.append((("count", c, s), f"count{c}{s}{number_word(n)}"))
+            facts.append((f"count{c}{s}", number_word(n)))
         return facts
     bars = scene["bars"]
-    facts = [(("bar", b["color"]), f"bar{b['color']}{number_word(b['value'])}") for b in bars]
-    facts.append((("barcount",), f"barcount{number_word(len(bars))}"))
-    facts.append((("ext", "tallest"), "tallest" + max(bars, key=lambda b: b["value"])["color"]))
-    facts.append((("ext", "shortest"), "shortest" + min(bars, key=lambda b: b["value"])["color"]))
+    facts = [(f"bar{b['color']}", number_word(b["value"])) for b in bars]
+    facts.append(("barcount", number_word(len(bars))))
+    facts.append(("tallest", max(bars, key=lambda b: b["value"])["color"]))
+    facts.append(("shortest", min(bars, key=lambda b: b["value"])["color"]))
     for b1 in bars:
         for b2 in bars:
             if b1 is not b2:
-                rel = "taller" if b1["value"] > b2["value"] else "shorter"
-                facts.append((("cmp", b1["color"], b2["color"]), b1["color"] + rel + b2["color"]))
+                facts.append((f"{b1['color']}vs{b2['color']}", "taller" if b1["value"] > b2["value"] else "shorter"))
     return facts
 
 
@@ -333,22 +326,16 @@ def field_spans(template: str, ji: JudgeInput) -> tuple[str, dict[str, tuple[int
 def fact_vocabulary(colors: Iterable[str], shapes_: Iterable[str], grid: int, max_value: int,
                     max_objects: int) -> list[str]:
     """Every word the fact language can produce for a world of this configuration."""
-    colors, shapes_ = list(colors), list(shapes_)
-    top = min(len(NUMBER_WORDS) - 1, max(2 * max_value + 1, grid * grid, max_objects + 1))
-    nums = list(NUMBER_WORDS[: top + 1])
-    cells = [cell_word(r, c, grid) for r in range(grid) for c in range(grid)]
-    words = set(nums) | {UNKNOWN, OTHER, "so", "answer", "none", "is", "plus", "minus", "more", "less",
-                         "yes", "no", "nothing", "shape", "any"}
-    words |= set(colors) | set(shapes_) | set(cells)
-    words |= {c + "none" for c in cells} | {c + co + s for c in cells for co in colors for s in shapes_}
-    for co in [None, *colors]:
-        for s in [None, *shapes_]:
-            words |= {f"count{co or 'any'}{s or 'shape'}{n}" for n in nums}
-    words |= {f"barcount{n}" for n in nums}
-    words |= {f"bar{co}{n}" for co in colors for n in nums}
-    words |= {f"{e}{co}" for e in ("tallest", "shortest") for co in colors}
-    words |= {f"{a}{rel}{b}" for a in colors for b in colors if a != b for rel in ("taller", "shorter")}
     from srcal.data import shapes as W
 
+    colors, shapes_ = list(colors), list(shapes_)
+    top = min(len(NUMBER_WORDS) - 1, max(2 * max_value + 1, grid * grid, max_objects + 1))
+    words = set(NUMBER_WORDS[: top + 1]) | {UNKNOWN, OTHER, "so", "answer", "none", "is", "plus", "minus", "more",
+                                            "less", "yes", "no", "nothing", "shape", "any", "barcount", "tallest",
+                                            "shortest", "taller", "shorter"}
+    words |= set(colors) | set(shapes_) | {cell_word(r, c, grid) for r in range(grid) for c in range(grid)}
+    words |= {co + s for co in colors for s in shapes_}
+    words |= {f"count{co}{s}" for co in ["any", *colors] for s in ["shape", *shapes_]}
+    words |= {f"bar{co}" for co in colors} | {f"{a}vs{b}" for a in colors for b in colors if a != b}
     words |= {"q" + t.replace("_", "") for t in W.QUESTION_TEMPLATES}
     return sorted(words)

@@ -134,6 +134,7 @@ class JudgmentWriter:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
             os.replace(tmp, self.path)
+        self.path.touch()  # an empty file says "nothing judged", rather than a missing artifact
 
     def append(self, rows: list[dict]) -> None:
         if not rows:

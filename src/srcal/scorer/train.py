@@ -130,10 +130,23 @@ def _word_ends(text: str, start: int) -> list[int]:
     return ends
 
 
-def encode_row(row: dict, sample: dict, recipe, tok, max_count: int) -> dict:
-    """Token ids plus target positions for one ordered pair (see the module docstring)."""
+def encode_row(row: dict, sample: dict, recipe, tok, max_count: int, cache: dict | None = None) -> dict:
+    """Token ids plus target positions for one ordered pair (see the module docstring). ``cache`` memoises
+    canonical responses by (sample id, text): each response appears in many rows and both orders."""
     rs = recipe.rscorer
-    ji = fmt.judge_input(sample, row["response_a"], row["response_b"], rs.input_format, recipe.rap_answer_prefix)
+    cache = {} if cache is None else cache
+    canons = {}
+    for side in ("a", "b"):
+        key = (sample["id"], row["response_" + side])
+        if key not in cache:
+            cache[key] = (fmt.canonical_of(sample, key[1], rs.input_format, recipe.rap_answer_prefix)
+                          if rs.input_format.startswith("facts") else None)
+        canons[side] = cache[key]
+    if rs.input_format.startswith("facts"):
+        d, q = fmt.shared_fields(sample, rs.input_format)
+        ji = fmt.JudgeInput(d, q, canons["a"].text, canons["b"].text)
+    else:
+        ji = fmt.judge_input(sample, row["response_a"], row["response_b"], rs.input_format, recipe.rap_answer_prefix)
     prompt, spans = fmt.field_spans(rs.prompt_template, ji)
     enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
@@ -146,7 +159,7 @@ def encode_row(row: dict, sample: dict, recipe, tok, max_count: int) -> dict:
         aux = row.get("aux_" + side)
         if not aux or not rs.input_format.startswith("facts"):
             continue
-        canon = fmt.canonical_of(sample, row[field], rs.input_format, recipe.rap_answer_prefix)
+        canon = canons[side]
         ends = _word_ends(getattr(ji, field), s)
         truths = aux["claims_true"]
         for w, owner in enumerate(canon.claim_of_word):
@@ -387,9 +400,9 @@ def run_rscorer_train(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> d
     t_build = time.time() - t0
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     if rs.trainer == "aux":
-        items = []
+        items, cache = [], {}
         for r in train_rows:
-            it = encode_row(r, samples[r["sample_id"]], recipe, tok, rs.max_count)
+            it = encode_row(r, samples[r["sample_id"]], recipe, tok, rs.max_count, cache)
             it["pair_id"] = r["pair_id"]
             items.append(it)
         log_ = train_aux(recipe, model, tok, items, label_ids)
