@@ -13,15 +13,9 @@ torch.set_num_threads(1)  # 2 threads spin-wait badly when the 2 cores are share
 def _world_text(n: int = 400) -> list[str]:
     """Shapes-world text: the tokenizer's training corpus and the text the round-trip test checks."""
     from srcal.config import ShapesWorldConfig
+    from srcal.data import shapes
 
-    try:
-        from srcal.data import shapes
-
-        return shapes.corpus(ShapesWorldConfig(), n, seed=0)
-    except ImportError:  # the shapes world lands in a parallel commit; until then, world-like text
-        return [f"The {c} {s} is in the {p} cell. There are {k} objects.\nAnswer: {k + 10}"
-                for k in range(4) for c in ("red", "green", "blue", "yellow")
-                for s in ("circle", "square", "triangle") for p in ("top-left", "center", "bottom right")]
+    return shapes.corpus(ShapesWorldConfig(), n, seed=0)
 
 
 @pytest.fixture(scope="module")
