@@ -97,7 +97,8 @@ def _api():
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        # KUBECONFIG read now: the client reads it once, at import, for its default
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
     return client.CustomObjectsApi()
 
 

@@ -104,7 +104,7 @@ def submit_and_wait(manifest: dict, namespace: str, *, timeout_s: float = 48 * 3
         try:
             config.load_incluster_config()
         except config.ConfigException:
-            config.load_kube_config()
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
         api = client.CustomObjectsApi()
     name = manifest["metadata"]["name"]
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
