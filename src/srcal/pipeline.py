@@ -126,8 +126,8 @@ def import_artifact(uri: str, dest: str) -> None:
     from srcal import store
 
     if not store.is_complete(uri):
-        raise PipelineError(f"data_uri={uri}: not a finished srcal artifact (no {store.MARKER}); "
-                            "build it with `srcal data build --out <uri>` or leave data_uri empty")
+        raise PipelineError(f"{uri}: not a finished srcal artifact (no {store.MARKER}); for data_uri, build it "
+                            "with `srcal data build --out <uri>` or leave data_uri empty")
     local = store.materialize(uri)
     shutil.copytree(local, dest, dirs_exist_ok=False, symlinks=False)
 
