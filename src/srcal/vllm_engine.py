@@ -246,13 +246,14 @@ class VllmWorker:
             self._proc.kill()
             self._proc.wait(timeout=30)
 
-    def close(self) -> None:
-        """Ask the worker to exit; kill it if it does not within 30 s."""
+    def close(self, grace_s: float = 10.0) -> None:
+        """Ask the worker to exit; kill it if it has not within ``grace_s`` (vLLM's own teardown can take
+        20 s on 2 cores, and an offline engine holds nothing worth waiting for)."""
         if self.alive():
             try:
                 self._proc.stdin.write(json.dumps({"id": "bye", "op": "shutdown"}) + "\n")
                 self._proc.stdin.flush()
-                self._proc.wait(timeout=30)
+                self._proc.wait(timeout=grace_s)
             except (OSError, subprocess.TimeoutExpired):
                 pass
         self._kill()
