@@ -270,10 +270,41 @@ def run_flow(recipe, out: str | None = None, *, retries: int = 1, force: list[st
         return progress.rows
 
     t0 = time.time()
-    srcal_run()
+    with _terminate_as_exit():
+        srcal_run()
     wall = time.time() - t0
     publish_run_files(out, wall, progress.rows)
     return {"out": out, "steps": progress.rows, "wall_s": round(wall, 1)}
+
+
+class _terminate_as_exit:
+    """Turn SIGTERM (``kill``, a pod eviction, CI cancelling) into SystemExit while the flow runs.
+
+    Python's default SIGTERM action ends the process without unwinding, which would leave Prefect's
+    ephemeral API server (a child process) running; as an exception it unwinds like Ctrl-C: the step in
+    flight publishes nothing, its scratch directory (checkpoints) stays for the re-run, and Prefect's
+    exit handlers stop the server.
+    """
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+        return False
 
 
 def publish_run_files(out: str, wall_s: float, rows: list[dict[str, Any]]) -> None:

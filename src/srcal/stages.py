@@ -76,8 +76,8 @@ def execute(name: str, recipe: Recipe, inputs: dict[str, str], output: str, *,
     """Run stage ``name`` from input URIs to an output URI, resumably and atomically. Returns the summary."""
     from srcal import store
 
-    fn = resolve(name)
-    local_inputs: dict[str, Path] = {}
+    if name not in STAGES:
+        raise StageError(f"unknown stage {name!r}; known stages: {sorted(STAGES)}")
     input_hashes: dict[str, str] = {}
     for key, uri in inputs.items():
         if not store.is_complete(uri):
@@ -85,14 +85,16 @@ def execute(name: str, recipe: Recipe, inputs: dict[str, str], output: str, *,
                 f"stage {name}: input {key}={uri} is not a finished artifact (no completion marker); "
                 f"run the stage that produces it first"
             )
-        local_inputs[key] = store.materialize(uri)
         input_hashes[key] = store.artifact_hash(uri)
     key = resume_key(name, recipe, input_hashes, options)
     if not force and store.is_complete(output) and store.read_marker(output).get("resume_key") == key:
+        # decided from markers alone: a skipped step imports no stage code and downloads no inputs
         log.info("stage %s: %s is complete with the same inputs; skipping", name, output)
         summary = store.read_json(output, "summary.json")
         summary["skipped"] = True
         return summary
+    fn = resolve(name)
+    local_inputs = {k: store.materialize(uri) for k, uri in inputs.items()}
     scratch = store.scratch_dir(output)
     t0 = time.time()
     log.info("stage %s: running -> %s (scratch %s)", name, output, scratch)
