@@ -132,7 +132,8 @@ def configure_prefect(out: str) -> None:
     * start-up timeout 180 s: the first start migrates a fresh database, which took ~25 s on a loaded
       2-core machine and hit Prefect's default limit (notes/environment.md §6);
     * analytics off (no network here), Prefect's own log lines at WARNING so the progress lines stay
-      readable. A user's explicit settings (e.g. ``PREFECT_API_URL`` of a real server) win.
+      readable. A user's explicit settings (e.g. ``PREFECT_API_URL`` of a real server) win;
+    * ``OMP_WAIT_POLICY=PASSIVE`` for the stages run in this process (see below).
     """
     import hashlib
 
@@ -144,6 +145,10 @@ def configure_prefect(out: str) -> None:
         home = Path(out).resolve() / ".prefect"
     home.mkdir(parents=True, exist_ok=True)
     for k, v in {
+        # Idle OpenMP threads sleep instead of spinning. Measured on our shared 2-core box (load ~10):
+        # a tiny MLP training loop took 39.9 s with torch's default (2 spinning threads), 11.4 s with
+        # PASSIVE, 11.9 s with 1 thread. Must be set before torch is first imported (stages import it).
+        "OMP_WAIT_POLICY": "PASSIVE",
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
