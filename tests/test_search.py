@@ -571,3 +571,36 @@ def test_vllm_engine_searches_with_a_lora_on_real_vllm(rap_text_worker, rap_text
             n = len(prompt.ids)
             expected = [lp[n - 1 + t, tok_id].item() for t, tok_id in enumerate(c.token_ids)]
             assert [x for s in c.sentences for x in s.logprobs] == pytest.approx(expected, abs=2e-3)
+
+
+def test_stage_restarts_a_dead_engine_and_continues_after_the_last_completed_sample(
+        rap_llava, search_data, tmp_path, monkeypatch):
+    """The engine dies (as the vLLM worker does past its own restarts: WorkerError) in the second batch:
+    the stage builds a fresh engine, redoes only unfinished samples, and the result equals a clean run."""
+    from srcal import search
+    from srcal.vllm_engine import WorkerError
+
+    inputs = {"base": rap_llava[0], "data": search_data}
+    search.run_search(_recipe(), inputs, tmp_path / "clean")
+    real_build = search.build_engine
+    built = []
+
+    def flaky_build(recipe, inputs, **kw):
+        engine = real_build(recipe, inputs, **kw)
+        built.append(engine)
+        if len(built) == 1:
+            real_expand = engine.expand
+
+            def expand(reqs):
+                if (tmp_path / "flaky" / "done.jsonl").exists():  # the first batch is committed: die in the 2nd
+                    raise WorkerError("vLLM worker died (test)")
+                return real_expand(reqs)
+
+            engine.expand = expand
+        return engine
+
+    monkeypatch.setattr(search, "build_engine", flaky_build)
+    summary = search.run_search(_recipe(), inputs, tmp_path / "flaky")
+    assert len(built) == 2
+    assert summary["counts"]["searched"] == 6
+    assert _texts(tmp_path / "flaky") == _texts(tmp_path / "clean")
