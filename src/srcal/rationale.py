@@ -259,10 +259,11 @@ def sample_key(sample: dict) -> str:
 
 
 class TeacherCache:
-    """Append-only JSONL of teacher replies ``{"key", "text" | "failure"}``; later lines win.
+    """Append-only JSONL of teacher replies ``{"key", "id", "text"}``; later lines win.
 
-    Failures are cached too (with their kind) only when permanent (``http_4xx``); transient ones are retried
-    on the next run. Writes are flushed per line so a killed run keeps what it paid for.
+    Only successful replies are cached (a reply whose answer is wrong is a success of the endpoint and is
+    not asked again); failures are retried on the next run. Writes are flushed per line, so a killed run
+    keeps what it paid for, and a torn last line is skipped on reading.
     """
 
     def __init__(self, path: Path):
@@ -419,19 +420,31 @@ def augment(recipe, samples: list[dict], data_dir: Path, cache_path: Path) -> tu
 
 
 def _sft_rows(raps: list[dict], data_dir: Path) -> tuple[list[dict], list[dict]]:
-    """TRL prompt/completion rows with images; rows whose image fails to load are quarantined."""
+    """TRL prompt/completion rows with image *paths*; rows whose image fails to decode are quarantined.
+
+    Paths, not PIL images: ``datasets`` decodes them lazily per batch (:func:`sft_dataset`), so 20K real
+    images are never all held in memory at once.
+    """
     from srcal.models.loading import plain_question_messages
 
     rows, bad = [], []
     for r in raps:
         try:
-            img = _load_image(data_dir, r["image"])
+            _load_image(data_dir, r["image"])
         except Exception as e:  # noqa: BLE001 — any decoder error means the same: unusable image
             bad.append({"id": r["id"], "field": "image", "reason": f"image failed to load: {type(e).__name__}: {e}"})
             continue
-        rows.append({"images": [img], "prompt": plain_question_messages(r["question"], r.get("choices")),
+        rows.append({"images": [str(data_dir / r["image"])],
+                     "prompt": plain_question_messages(r["question"], r.get("choices")),
                      "completion": [{"role": "assistant", "content": [{"type": "text", "text": r["rap"]}]}]})
     return rows, bad
+
+
+def sft_dataset(rows: list[dict]):
+    """A ``datasets.Dataset`` of :func:`_sft_rows` rows whose ``images`` decode to RGB PIL images on access."""
+    from datasets import Dataset, Image, List
+
+    return Dataset.from_list(rows).cast_column("images", List(Image(mode="RGB")))
 
 
 def last_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -449,7 +462,6 @@ def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=
     ``out``. Returns training stats (steps, steps/s, final loss, whether it resumed).
     """
     import torch
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from srcal.models.loading import load_lvlm, lora_config, pick_device
@@ -473,7 +485,7 @@ def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=
         fp16=recipe.model.dtype == "float16" and device != "cpu", gradient_checkpointing=c.gradient_checkpointing,
         dataloader_num_workers=0, deepspeed=c.deepspeed or None, disable_tqdm=True,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=proc,
+    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(rows), processing_class=proc,
                          peft_config=lora_config(c.lora), callbacks=callbacks)
     t0 = time.time()
     start_step = 0
