@@ -297,9 +297,10 @@ def train_aux(recipe, model, tok, train_items: list[dict], label_ids: dict[str, 
         h = model.model(input_ids=ids, attention_mask=att).last_hidden_state
         rows = torch.arange(len(items))
         last = att.sum(1) - 1
-        verdict_logits = model.lm_head(h[rows, last])[:, verdict_ids]
-        target = torch.tensor([it["label"] for it in items])
-        loss_v = F.cross_entropy(verdict_logits, target)
+        # full-vocabulary cross-entropy on the label token: the judge's unrestricted next token is its
+        # verdict, so a client that generates text (not only one reading label log-probs) gets a label
+        target = verdict_ids[torch.tensor([it["label"] for it in items])]
+        loss_v = F.cross_entropy(model.lm_head(h[rows, last]), target)
         loss = loss_v
         parts = {"verdict": loss_v.item()}
         b, p, (tag,) = _gather(items, "tag_pos", "tag")
