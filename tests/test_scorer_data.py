@@ -36,7 +36,7 @@ def test_counts_and_both_orders(built):
 
 
 def test_labels_follow_the_oracle_and_ties_are_c(built):
-    _, summary, train, _, _ = built
+    _, _, train, _, _ = built
     labels = Counter(r["label"] for r in train)
     assert labels["A"] > 0 and labels["B"] > 0 and labels["C"] > 0
     # the noise-free label is the quality order: fewer errors never loses

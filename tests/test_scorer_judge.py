@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from scorer_helpers import candidate_rows, tiny_recipe, untrained_judge
 
 from srcal.scorer import fmt
 from srcal.scorer.judge import HFJudge, common_prefix_len, last_position_probs, parse_verdict_text
 from srcal.scorer.score import pair_prompt, pair_schedule
-from scorer_helpers import candidate_rows, tiny_recipe, untrained_judge
 
 
 @pytest.fixture(scope="module")

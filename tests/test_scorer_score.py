@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from scorer_helpers import candidate_rows, tiny_recipe, untrained_judge, write_jsonl
 
 from srcal.client import Failure
 from srcal.scorer import score as S
-from scorer_helpers import candidate_rows, tiny_recipe, untrained_judge, write_jsonl
 
 
 def test_pair_schedule_counts():

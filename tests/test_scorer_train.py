@@ -7,10 +7,10 @@ import json
 import math
 
 import pytest
+from scorer_helpers import tiny_recipe
 
 from srcal.scorer.data import run_rscorer_data
 from srcal.scorer.train import heldout_metrics, lr_at, run_rscorer_train
-from scorer_helpers import tiny_recipe
 
 
 def test_heldout_metrics_by_hand():

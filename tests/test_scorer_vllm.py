@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from scorer_helpers import candidate_rows, tiny_recipe, write_jsonl
 
 pytestmark = pytest.mark.vllm
@@ -76,7 +75,7 @@ def test_server_tokenizes_like_the_training_tokenizer(judge_server, trained_judg
 
     from srcal.scorer.judge import read_judge_meta
 
-    recipe, samples, rows, _ = workload
+    _, samples, rows, _ = workload
     tok = AutoTokenizer.from_pretrained(trained_judge)
     prompts = [p for g in _groups(read_judge_meta(trained_judge), samples, rows) for p in g][:12]
     root = judge_server.removesuffix("/v1")
@@ -90,7 +89,7 @@ def test_served_and_in_process_judges_agree(judge_server, trained_judge, workloa
     from srcal.client import Failure
     from srcal.scorer.judge import HFJudge, RemoteJudge
 
-    recipe, samples, rows, _ = workload
+    _, samples, rows, _ = workload
     hf = HFJudge(trained_judge)
     remote = RemoteJudge(judge_server, trained_judge, model="judge", concurrency=4, timeout_s=60, retries=2)
     groups = _groups(hf.meta, samples, rows)
@@ -108,10 +107,11 @@ def test_served_and_in_process_judges_agree(judge_server, trained_judge, workloa
 
 
 def test_score_stage_over_http_resumes_after_an_unreachable_endpoint(judge_server, trained_judge, workload):
-    from srcal.scorer.score import run_score
     from vllm_utils import free_port
 
-    recipe, samples, rows, root = workload
+    from srcal.scorer.score import run_score
+
+    _, _, _, root = workload
     inputs = {"candidates": root / "cands", "judge": trained_judge, "data": root / "data"}
     out = root / "score-http"
     dead = tiny_recipe("rscorer.serve=openai", f"rscorer.url=http://127.0.0.1:{free_port()}/v1",

@@ -150,7 +150,7 @@ def judge_samples(recipe, n: int, split: str) -> list[dict]:
 
     ratio = recipe.data.category_ratio
     total = sum(ratio)
-    counts = [int(round(n * r / total)) for r in ratio]
+    counts = [round(n * r / total) for r in ratio]
     counts[0] += n - sum(counts)
     out = []
     for cat, k in zip(("perception", "chart", "math"), counts):
@@ -178,8 +178,7 @@ def model_candidates(inputs: dict[str, Path]) -> dict[str, list[str]]:
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 # ---------------------------------------------------------------------------------------------------

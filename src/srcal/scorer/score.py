@@ -140,8 +140,7 @@ class JudgmentWriter:
         if not rows:
             return
         with open(self.path, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+            f.writelines(json.dumps(r) + "\n" for r in rows)
             f.flush()
             os.fsync(f.fileno())
         self.done |= {(str(r["id"]), int(r["a"]), int(r["b"])) for r in rows}
@@ -315,7 +314,7 @@ def bench_score(recipe, run_dir: str | None = "runs/tiny", judge: str | None = N
     import torch
 
     from srcal.scorer.data import judge_samples, response_pool
-    from srcal.scorer.judge import HFJudge, last_position_probs, parse_verdict_text
+    from srcal.scorer.judge import HFJudge, last_position_probs
 
     torch.set_num_threads(max(1, recipe.rscorer.threads or 1))
     n, n_base = int(samples), int(baseline_samples or samples)
