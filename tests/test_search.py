@@ -604,3 +604,27 @@ def test_stage_restarts_a_dead_engine_and_continues_after_the_last_completed_sam
     assert len(built) == 2
     assert summary["counts"]["searched"] == 6
     assert _texts(tmp_path / "flaky") == _texts(tmp_path / "clean")
+
+
+def test_seeded_sampler_min_p_and_top_p_cut_the_tail_and_seeds_reproduce():
+    """p = [.5, .3, .02, .18]: min_p 0.1 keeps p ≥ 0.05 (drops index 2); top_p 0.75 keeps .5 and .3
+    (.5 < .75, .5+.3 ≥ .75). Same seeds → same draws; the raw log-prob of each draw is recorded."""
+    import math
+
+    import torch
+
+    from srcal.engines.hf import _SeededSampler
+
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.02, 0.18]])).repeat(400, 1)
+    seeds = list(range(400))
+
+    def draw(**kw):
+        s = _SeededSampler(seeds, 1.0, kw.pop("top_p", 1.0), "cpu", **kw)
+        return s(None, scores.clone()).argmax(-1), s.logprobs[0]
+
+    picks, lps = draw(min_p=0.1)
+    assert 2 not in picks.tolist() and {0, 1, 3} <= set(picks.tolist())
+    assert lps[picks == 0][0].item() == pytest.approx(math.log(0.5), abs=1e-6)
+    picks_p, _ = draw(top_p=0.75)
+    assert set(picks_p.tolist()) == {0, 1}
+    assert torch.equal(draw(min_p=0.1)[0], picks)  # reproducible from the seeds alone

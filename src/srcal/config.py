@@ -251,6 +251,10 @@ class SearchConfig:
     )
     temperature: float = _help("Sampling temperature for sentence expansions.", default=1.0, meta={"min": 0.0})
     top_p: float = _help("Nucleus sampling mass.", default=1.0, meta={"min": 0.0, "max": 1.0})
+    min_p: float = _help(
+        "Drop tokens less likely than min_p × the top token's probability before sampling (0 = off); cuts a "
+        "fat tail of junk tokens without making confident steps less diverse.", default=0.0,
+        meta={"min": 0.0, "max": 1.0})
     length_normalize: bool = _help("Score beams by mean instead of summed token log-prob.", default=True)
     keep_rule: Literal["top", "top_bottom"] = _help(
         "'top' keeps the B best; 'top_bottom' keeps the best and worst halves (CSR) for diverse pairs.",

@@ -537,7 +537,7 @@ def build_engine(recipe, inputs: dict[str, Path], *, batched: bool = True):
                                        attn_implementation=recipe.model.attn_implementation)
         return HFEngine(model, processor, delimiters=s.sentence_delimiters,
                         max_sentence_tokens=s.max_sentence_tokens, temperature=s.temperature, top_p=s.top_p,
-                        batched=batched)
+                        min_p=s.min_p, batched=batched)
     if s.engine == "vllm":
         from srcal.engines.vllm import VLLMEngine
 
@@ -827,7 +827,7 @@ def bench_search(recipe, arch: str | None = None, random_weights: bool = False, 
         # The naive port also re-encodes the image inside every generate() call (no feature cache).
         engines = {name: HFEngine(model, proc, delimiters=s.sentence_delimiters,
                                   max_sentence_tokens=s.max_sentence_tokens, temperature=s.temperature,
-                                  top_p=s.top_p, batched=batched, cache_image_features=batched)
+                                  top_p=s.top_p, min_p=s.min_p, batched=batched, cache_image_features=batched)
                    for name, batched in (("baseline", False), ("ours", True))}
         results, outputs = {}, {}
         for name, engine in engines.items():
@@ -839,7 +839,8 @@ def bench_search(recipe, arch: str | None = None, random_weights: bool = False, 
     results["ours"]["method"] = "batched: one generate() per step for all samples × beams × K rows"
     return {
         "model": model_note,
-        "params": {**params.__dict__, "samples": n, "temperature": s.temperature, "top_p": s.top_p},
+        "params": {**params.__dict__, "samples": n, "temperature": s.temperature, "top_p": s.top_p,
+                   "min_p": s.min_p},
         "baseline": results["baseline"], "ours": results["ours"],
         "speedup": round(results["baseline"]["seconds"] / results["ours"]["seconds"], 2),
         "speedup_metric": "wall time at equal inputs, seeds and candidate count",
@@ -935,7 +936,7 @@ def _bench_search_arch(recipe, arch: str, random_weights: bool, samples, max_sen
     results = {}
     for name, batched, k in (("baseline", False, n_base), ("ours", True, n)):
         engine = HFEngine(model, tok, delimiters=s.sentence_delimiters, max_sentence_tokens=s.max_sentence_tokens,
-                          temperature=s.temperature, top_p=s.top_p, batched=batched)
+                          temperature=s.temperature, top_p=s.top_p, min_p=s.min_p, batched=batched)
         engine.cache_features = batched  # the naive port re-encodes the image in every generate() call
 
         def make(engine=engine, k=k):

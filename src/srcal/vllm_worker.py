@@ -16,7 +16,8 @@ Protocol (one JSON object per line; the worker answers requests in order):
   REQUEST (one prompt; all its ``n`` samples share the prompt's prefill):
     prompt_token_ids: [int]      required; token-id prompts never re-tokenise (no drift when a beam is
                                  extended by a chosen sentence's ids)
-    n: int = 1, seed: int|null, temperature: float = 1.0, top_p: float = 1.0, max_tokens: int = 16,
+    n: int = 1, seed: int|null, temperature: float = 1.0, top_p: float = 1.0, min_p: float = 0.0,
+    max_tokens: int = 16,
     stop: [str] = [], stop_token_ids: [int] = [], include_stop_str_in_output: bool = true,
     logprobs: int = 1 (per-token logprob of the sampled token; top-k count ≥ 1),
     image: path | null, image_uuid: str | null (stable id so vLLM's mm/prefix caches reuse the image;
@@ -131,6 +132,7 @@ class Worker:
             seed=req.get("seed"),
             temperature=float(req.get("temperature", 1.0)),
             top_p=float(req.get("top_p", 1.0)),
+            min_p=float(req.get("min_p", 0.0)),
             max_tokens=int(req.get("max_tokens", 16)),
             stop=list(req.get("stop") or []),
             stop_token_ids=list(req.get("stop_token_ids") or []),

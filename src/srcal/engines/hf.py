@@ -18,10 +18,18 @@ the same quantity vLLM reports by default (``logprobs_mode="raw_logprobs"``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from srcal.search import Expansion, Sentence, build_token_table, expansion_seed, find_sentence_end, token_texts
+from srcal.search import (
+    Expansion,
+    Sentence,
+    build_token_table,
+    expansion_seed,
+    find_sentence_end,
+    token_texts,
+)
 
 
 @dataclass
@@ -43,17 +51,17 @@ def decode_continuation(tokenizer, anchor: int, anchor_text: str, ids: list[int]
     if not ids:
         return ""
     text = tokenizer.decode([anchor, *ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    return text[len(anchor_text):] if text.startswith(anchor_text) else text
+    return text.removeprefix(anchor_text)
 
 
 class _SeededSampler:
     """LogitsProcessor: per-row seeded sampling (temperature, top-p); records raw chosen log-probs."""
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device):
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device, min_p: float = 0.0):
         import torch
 
         self.gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-        self.temperature, self.top_p = temperature, top_p
+        self.temperature, self.top_p, self.min_p = temperature, top_p, min_p
         self.logprobs: list[Any] = []
 
     def __call__(self, input_ids, scores):
@@ -65,6 +73,9 @@ class _SeededSampler:
             choice = scores.argmax(-1)
         else:
             logp = torch.log_softmax(scores / self.temperature, dim=-1)
+            if self.min_p > 0:  # vLLM's min_p: relative to the top token, after temperature
+                cutoff = logp.max(-1, keepdim=True).values + math.log(self.min_p)
+                logp = logp.masked_fill(logp < cutoff, float("-inf"))
             if self.top_p < 1.0:
                 sorted_lp, idx = logp.sort(-1, descending=True)
                 # drop a token when the mass of the strictly better ones already reaches top_p
@@ -105,12 +116,13 @@ class HFEngine:
     """Sentence expansion with ``transformers`` ``generate``; ``batched=False`` is the naive loop."""
 
     def __init__(self, model, processor, *, delimiters, max_sentence_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0, batched: bool = True, cache_image_features: bool = True):
+                 top_p: float = 1.0, min_p: float = 0.0, batched: bool = True, cache_image_features: bool = True):
         import torch
 
         self.model, self.processor = model, processor
         self.tok = getattr(processor, "tokenizer", processor)
         self.max_sentence_tokens, self.temperature, self.top_p = max_sentence_tokens, temperature, top_p
+        self.min_p = min_p
         self.batched = batched
         self.device = next(model.parameters()).device
         gen_eos = model.generation_config.eos_token_id
@@ -203,7 +215,7 @@ class HFEngine:
             ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        sampler = _SeededSampler([seed for _, _, seed in rows], self.temperature, self.top_p, self.device)
+        sampler = _SeededSampler([seed for _, _, seed in rows], self.temperature, self.top_p, self.device, self.min_p)
         kwargs: dict[str, Any] = {
             "attention_mask": mask, "max_new_tokens": self.max_sentence_tokens + 1, "do_sample": False,
             "logits_processor": [sampler], "stopping_criteria": [_SentenceEnd(self.flags)],

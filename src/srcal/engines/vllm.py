@@ -72,11 +72,12 @@ class VLLMEngine:
     """Sentence expansion through a :class:`srcal.vllm_engine.VllmWorker` (one batch per step)."""
 
     def __init__(self, worker, processor, *, delimiters, max_sentence_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0, lora_path: str | None = None, context_len: int | None = None,
+                 top_p: float = 1.0, min_p: float = 0.0, lora_path: str | None = None, context_len: int | None = None,
                  eos_ids: list[int] | None = None, multimodal: bool = True):
         self.worker, self.processor = worker, processor
         self.tok = getattr(processor, "tokenizer", processor)
         self.max_sentence_tokens, self.temperature, self.top_p = max_sentence_tokens, temperature, top_p
+        self.min_p = min_p
         self.lora_path = str(lora_path) if lora_path else None
         eos = set(eos_ids or [])
         if self.tok.eos_token_id is not None:
@@ -120,7 +121,7 @@ class VLLMEngine:
         processor = load_processor(policy if policy is not None and (Path(policy) / "tokenizer_config.json").exists()
                                    else base)
         return cls(worker, processor, delimiters=s.sentence_delimiters, max_sentence_tokens=s.max_sentence_tokens,
-                   temperature=s.temperature, top_p=s.top_p, lora_path=lora)
+                   temperature=s.temperature, top_p=s.top_p, min_p=s.min_p, lora_path=lora)
 
     def prepare(self, sample: dict, image, image_path: str | Path | None = None) -> VLLMPrompt:
         ids = prompt_ids(self.processor, sample, image if self.multimodal else None)
@@ -137,7 +138,7 @@ class VLLMEngine:
         for r in requests:
             req: dict[str, Any] = {
                 "prompt_token_ids": list(r.prompt.ids) + list(r.prefix_ids), "n": r.n, "seed": r.seed,
-                "temperature": self.temperature, "top_p": self.top_p,
+                "temperature": self.temperature, "top_p": self.top_p, "min_p": self.min_p,
                 "max_tokens": self.max_sentence_tokens + 1,  # +1: the look-ahead token of a "."
                 "stop": self.stop, "include_stop_str_in_output": True, "logprobs": 1,
             }
