@@ -553,7 +553,7 @@ def search_samples(engine, samples: Sequence[dict], images_root: Path, params: S
     or its prompt leaves no room for one sentence in the model's context.
     """
     all_c, all_r = [], []
-    stats = {"expansions": 0, "steps": 0, "generated_tokens": 0, "engine_calls": 0}
+    stats = {"expansions": 0, "generated_tokens": 0, "engine_calls": 0}
 
     def counted_expand(reqs):
         out = engine.expand(reqs)
