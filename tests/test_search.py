@@ -370,7 +370,9 @@ def test_engine_logprobs_match_a_teacher_forced_forward(rap_llava, searched):
     n = len(prompt.ids)
     expected = [lp[n - 1 + t, tok].item() for t, tok in enumerate(cand.token_ids)]
     got = [x for s in cand.sentences for x in s.logprobs]
-    assert got == pytest.approx(expected, abs=1e-4)
+    # float32 noise between a 2-row cached generate and one full forward is ~1e-4; a wrong position or
+    # token would be off by far more
+    assert got == pytest.approx(expected, abs=1e-3)
 
 
 def test_real_sentences_end_at_boundaries_and_answers_finish(searched, llava_engines):
