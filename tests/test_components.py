@@ -29,8 +29,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import components
-from components import (
+import components  # noqa: E402  (components/ is a top-level folder, not a package on sys.path)
+from components import (  # noqa: E402
     align,
     base,
     curate,

@@ -23,7 +23,6 @@ import importlib
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from srcal.config import Recipe
