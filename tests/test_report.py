@@ -98,3 +98,9 @@ def test_report_html_is_self_contained_and_escaped(run_inputs, tmp_path):
     md = (out / "report.md").read_text()
     assert "| round1 |" in md and "](plots/metrics_by_round.png)" in md
     assert (out / "plots" / "kept_dropped.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_tolerates_an_interval_that_misses_the_point_by_float_noise():
+    """Wilson's lower bound for 0 of 300 comes out as 8.7e-19 > 0; the error bar must clamp, not raise."""
+    rounds = [{"name": "base", "rap_format": 0.0, "rap_format_ci": [8.673617379884035e-19, 0.0126]}]
+    assert report.plot_metrics_by_round(rounds)[:4] == b"\x89PNG"

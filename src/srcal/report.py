@@ -175,7 +175,9 @@ def plot_metrics_by_round(rounds: list[dict[str, Any]]) -> bytes:
         pts = [(i, y, e.get(f"{m}_ci")) for i, y, e in zip(x, ys, rounds) if y is not None]
         if not pts:
             continue
-        err = [[y - (ci[0] if ci else y) for _, y, ci in pts], [(ci[1] if ci else y) - y for _, y, ci in pts]]
+        # max(0, …): an interval need not contain the point estimate after clipping to [0, 1]
+        err = [[max(0.0, y - (ci[0] if ci else y)) for _, y, ci in pts],
+               [max(0.0, (ci[1] if ci else y) - y) for _, y, ci in pts]]
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, marker="o", capsize=3, label=m)
     ax.set_xticks(x, [e["name"] for e in rounds])
     ax.set_ylim(0, 1.02)
