@@ -130,6 +130,28 @@ def test_select_pair_filters_in_order():
     assert unknown.drop_reason is None  # no ground truth → cannot be wrong
 
 
+def test_chosen_pool_correct_picks_the_best_right_candidate():
+    """Same matrix. Weighted scores: s0 = (.9·.8 + .5·0)/.8 = .9, s1 = (.1·.8 + .6·.2)/1.0 = .2,
+    s2 = (.5·0 + .4·.2)/.2 = .4. With 0 wrong, the best right candidate is 2 (s .4) and the worst is 1,
+    but the judge read P(2≻1) = .4 directly, so the margin is −.1 and the sample is dropped as low_margin:
+    the ground truth vetoes wrong answers, it never overrules the judge's ranking."""
+    m = _matrix(0.9, 0.5, 0.6, 0.8, 0.0, 0.2)
+    sel = curate.select_pair(m, "weighted", min_margin=0.0, min_confidence=0.0,
+                             correct=[False, True, True], chosen_pool="correct")
+    assert (sel.best, sel.worst) == (2, 1)
+    assert sel.margin == pytest.approx(-0.1)
+    assert sel.drop_reason == "low_margin"
+    none_right = curate.select_pair(m, "weighted", min_margin=0.0, min_confidence=0.0,
+                                    correct=[False, False, False], chosen_pool="correct")
+    assert none_right.drop_reason == "no_correct_candidate"
+    only_worst_right = curate.select_pair(m, "weighted", min_margin=0.0, min_confidence=0.0,
+                                          correct=[False, True, False], chosen_pool="correct")
+    assert only_worst_right.drop_reason == "no_preference"
+    all_right = curate.select_pair(m, "weighted", min_margin=0.1, min_confidence=0.1,
+                                   correct=[True, True, True], chosen_pool="correct")
+    assert (all_right.best, all_right.worst, all_right.drop_reason) == (0, 1, None)
+
+
 def test_select_pair_no_preference_when_all_equal():
     m = _matrix(0.5, 0.5, 0.5, 0.0, 0.0, 0.0)
     assert curate.select_pair(m, "uniform", min_margin=0.0, min_confidence=0.0).drop_reason == "no_preference"

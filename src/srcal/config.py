@@ -389,6 +389,11 @@ class CurateConfig:
     )
     min_margin: float = _help("Drop samples whose P(best ≻ worst) − 0.5 is below this.", default=0.1, meta={"min": 0.0, "max": 0.5})
     min_confidence: float = _help("Drop samples whose mean pair confidence is below this.", default=0.1, meta={"min": 0.0, "max": 1.0})
+    chosen_pool: Literal["all", "correct"] = _help(
+        "'all': chosen = the judge's best candidate (paper); 'correct': the judge's best among candidates "
+        "with the right answer (ground truth known), so a wrong best drops no sample.",
+        default="all",
+    )
     require_correct: bool = _help("Drop samples whose chosen answer is wrong (ground truth known).", default=True)
     min_pairs: int = _help("Stop the round with an error if fewer pairs survive.", default=8, meta={"min": 1})
 

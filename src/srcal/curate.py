@@ -211,8 +211,14 @@ class Selection:
 
 
 def select_pair(m: PairMatrix, aggregation: str, *, min_margin: float, min_confidence: float,
-                correct: list[bool | None] | None = None, require_correct: bool = False) -> Selection:
+                correct: list[bool | None] | None = None, require_correct: bool = False,
+                chosen_pool: str = "all") -> Selection:
     """Chosen = best score, rejected = worst; then the recipe's filters, first failing one named.
+
+    ``chosen_pool="correct"`` picks the chosen candidate as the best-scored among those whose answer is
+    right (ground truth known), rather than dropping the sample when the overall best is wrong: the
+    judge still ranks the rationales, the ground truth only vetoes wrong answers. Samples with no right
+    candidate are dropped as ``no_correct_candidate``.
 
     Ties in the score are broken by lowest index (deterministic). The margin is the *observed* debiased
     P(best≻worst) − ½ when that pair was judged, otherwise the score model's estimate (½ + half the
@@ -222,6 +228,11 @@ def select_pair(m: PairMatrix, aggregation: str, *, min_margin: float, min_confi
 
     s = candidate_scores(m, aggregation)
     best, worst = int(np.argmax(s)), int(np.argmin(s))
+    if chosen_pool == "correct" and correct is not None:
+        right = [i for i, c in enumerate(correct) if c]
+        if not right:
+            return Selection(best, worst, s.tolist(), 0.0, 0.0, 0.0, "no_correct_candidate")
+        best = max(right, key=lambda i: (s[i], -i))
     iu = np.triu_indices(m.n, 1)
     judged_c = m.C[iu][m.judged[iu]]
     conf = float(judged_c.mean()) if judged_c.size else 0.0
@@ -356,7 +367,8 @@ def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> di
         confidences += m.C[iu][m.judged[iu]].tolist()
         correct = [_is_correct(sample, c, recipe.rap_answer_prefix) for c in cands]
         sel = select_pair(m, cfg.aggregation, min_margin=cfg.min_margin, min_confidence=cfg.min_confidence,
-                          correct=correct, require_correct=cfg.require_correct)
+                          correct=correct, require_correct=cfg.require_correct,
+                          chosen_pool=cfg.chosen_pool)
         evidence = {"scores": [round(x, 4) for x in sel.scores], "margin": round(sel.margin, 4),
                     "confidence": round(sel.confidence, 4), "pair_confidence": round(sel.pair_confidence, 4),
                     "chosen_index": sel.best, "rejected_index": sel.worst,
