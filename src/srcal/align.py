@@ -25,9 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -182,33 +180,6 @@ def train_dpo(recipe, pairs: list[dict[str, Any]], base_dir: Path, policy_dir: P
     }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch_distributed(recipe, inputs: dict[str, Path], out: Path, world_size: int) -> dict[str, Any]:
-    """Re-run this stage's training under torchrun with ``world_size`` processes (DeepSpeed ZeRO)."""
-    job = out / "_dist_job.json"
-    job.write_text(json.dumps({"recipe": recipe.to_dict(), "inputs": {k: str(v) for k, v in inputs.items()},
-                               "out": str(out)}))
-    env = dict(os.environ)
-    if _on_cpu(recipe):
-        env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator + gloo (notes §0.5)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world_size}",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "srcal.align", str(job)]
-    log.info("align: launching %s", " ".join(cmd))
-    proc = subprocess.run(cmd, env=env, check=False)
-    if proc.returncode != 0:
-        from srcal.stages import StageError
-
-        raise StageError(f"align: distributed training failed (exit {proc.returncode}); see the log above")
-    return json.loads((out / "_train_summary.json").read_text())
-
-
 def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dict[str, Any]:
     """Stage ``align``: pairs + previous policy → a model artifact one LoRA deeper, named by the ``round`` option.
 
@@ -227,7 +198,10 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(inputs["data"]) if "data" in inputs else None
     if recipe.align.world_size > 1:
-        train = _launch_distributed(recipe, inputs, out, recipe.align.world_size)
+        from srcal.distributed import launch_torchrun
+
+        train = launch_torchrun("srcal.align", recipe, inputs, out, recipe.align.world_size,
+                                on_cpu=_on_cpu(recipe), stage="align")
     else:
         train = train_dpo(recipe, pairs, Path(inputs["base"]), Path(inputs["policy"]), data_dir, out)
     if not train.get("loss_finite", True):
@@ -244,17 +218,12 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
 
 
 def _dist_main(job_file: str) -> None:
-    """Entry point of each torchrun worker: rebuild the recipe, train, rank 0 writes the summary."""
-    from srcal.config import recipe_from_dict
+    """Entry point of each torchrun worker (srcal.distributed): rebuild the job, train, rank 0 reports."""
+    from srcal.distributed import read_job, write_summary_on_rank0
 
-    job = json.loads(Path(job_file).read_text())
-    recipe = recipe_from_dict(job["recipe"])
-    inputs = {k: Path(v) for k, v in job["inputs"].items()}
-    out = Path(job["out"])
+    recipe, inputs, out = read_job(job_file)
     pairs = _read_jsonl(inputs["pairs"] / "pairs.jsonl")
-    summary = train_dpo(recipe, pairs, inputs["base"], inputs["policy"], inputs.get("data"), out)
-    if int(os.environ.get("RANK", "0")) == 0:
-        (out / "_train_summary.json").write_text(json.dumps(summary))
+    write_summary_on_rank0(out, train_dpo(recipe, pairs, inputs["base"], inputs["policy"], inputs.get("data"), out))
 
 
 if __name__ == "__main__":

@@ -539,7 +539,12 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
 
     # 3. LoRA SFT (resumes from out/checkpoints after a kill), then the model artifact.
     if recipe.rft.world_size > 1:
-        stats = _launch_distributed(recipe, inputs, out)
+        # Workers read raps.jsonl from out, so the teacher is never asked twice (DDP, or DeepSpeed ZeRO
+        # when rft.deepspeed names a config such as configs/deepspeed/zero2.json).
+        from srcal.distributed import launch_torchrun
+
+        stats = launch_torchrun("srcal.rationale", recipe, inputs, out, recipe.rft.world_size,
+                                on_cpu=recipe.device == "cpu", stage="rft")
     else:
         stats = train_sft(recipe, base_dir, rows, out)
     new_model_artifact(out, None, "rft", family=family_of(base_dir))
@@ -556,48 +561,14 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
 # ======================================================================================= multi-process
 
 
-def _launch_distributed(recipe, inputs: dict[str, Path], out: Path) -> dict:
-    """Re-run RFT training under torchrun with ``rft.world_size`` processes (DDP, or DeepSpeed ZeRO when
-    ``rft.deepspeed`` names a config such as ``configs/deepspeed/zero2.json``). Workers read ``raps.jsonl``
-    from ``out``, so the teacher is never asked twice; rank 0 writes the adapter and the summary."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    job = out / "_dist_job.json"
-    job.write_text(json.dumps({"recipe": recipe.to_dict(), "inputs": {k: str(v) for k, v in inputs.items()},
-                               "out": str(out)}))
-    env = dict(os.environ)
-    if recipe.device == "cpu":
-        env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator + gloo (notes §0.5)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={recipe.rft.world_size}",
-           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "srcal.rationale", str(job)]
-    log.info("rft: launching %s", " ".join(cmd))
-    proc = subprocess.run(cmd, env=env, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"rft: distributed training failed (exit {proc.returncode}); see the log above")
-    return json.loads((out / "_train_summary.json").read_text())
-
-
 def _dist_main(job_file: str) -> None:
-    """Entry point of each torchrun worker: rebuild the recipe and rows, train, rank 0 writes the summary."""
-    import os
+    """Entry point of each torchrun worker (srcal.distributed): rebuild recipe and rows, train, rank 0 reports."""
+    from srcal.distributed import read_job, write_summary_on_rank0
 
-    from srcal.config import recipe_from_dict
-
-    job = json.loads(Path(job_file).read_text())
-    recipe = recipe_from_dict(job["recipe"])
-    inputs = {k: Path(v) for k, v in job["inputs"].items()}
-    out = Path(job["out"])
+    recipe, inputs, out = read_job(job_file)
     raps = [json.loads(x) for x in (out / "raps.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     rows, _ = _sft_rows(raps, inputs["data"])
-    summary = train_sft(recipe, inputs["base"], rows, out)
-    if int(os.environ.get("RANK", "0")) == 0:
-        (out / "_train_summary.json").write_text(json.dumps(summary))
+    write_summary_on_rank0(out, train_sft(recipe, inputs["base"], rows, out))
 
 
 if __name__ == "__main__":
