@@ -311,12 +311,7 @@ def required_facts(sample: dict) -> list[tuple]:
             return [cell(hits[0])]
         return [cell(o) for o in objs] + [("count", q["color"], q["shape"])]
     if t == "count":
-        hits = [
-            o
-            for o in objs
-            if (q["color"] is None or o["color"] == q["color"])
-            and (q["shape"] is None or o["shape"] == q["shape"])
-        ]
+        hits = W.matching_objects(objs, q["color"], q["shape"])
         listed = hits if hits else objs
         return [cell(o) for o in listed] + [("count", q["color"], q["shape"])]
     if t == "count_sum":
@@ -484,12 +479,7 @@ def _rationale(sample: dict, rng: random.Random) -> list[str]:
             W.count_sentence(0, q["color"], q["shape"], k(W.COUNT_TEMPLATES))
         ]
     if t == "count":
-        hits = [
-            o
-            for o in objs
-            if (q["color"] is None or o["color"] == q["color"])
-            and (q["shape"] is None or o["shape"] == q["shape"])
-        ]
+        hits = W.matching_objects(objs, q["color"], q["shape"])
         listed = hits if hits else objs
         return [_obj(o, grid, rng) for o in listed] + [
             W.count_sentence(len(hits), q["color"], q["shape"], k(W.COUNT_TEMPLATES))

@@ -305,12 +305,15 @@ def _vocab(cfg: ShapesWorldConfig) -> dict:
     }
 
 
+def matching_objects(objects: list[dict], color: str | None, shape: str | None) -> list[dict]:
+    """Objects of the given colour and shape; ``None`` matches any (a count query may name only one)."""
+    return [
+        o for o in objects if (color is None or o["color"] == color) and (shape is None or o["shape"] == shape)
+    ]
+
+
 def _count(scene: dict, color: str | None, shape: str | None) -> int:
-    return sum(
-        1
-        for o in scene["objects"]
-        if (color is None or o["color"] == color) and (shape is None or o["shape"] == shape)
-    )
+    return len(matching_objects(scene["objects"], color, shape))
 
 
 def _perception_query(scene: dict, cfg: ShapesWorldConfig, rng: random.Random) -> tuple[dict, str]:
