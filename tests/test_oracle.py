@@ -23,50 +23,23 @@ def samples():
     return out
 
 
+# The vocabulary block every scene carries (the default ShapesWorldConfig's).
+VOCAB = {"colors": ["red", "green", "blue", "yellow"], "shapes": ["circle", "square", "triangle"], "grid": 3,
+         "max_value": 9}
+
+
+def _sample(scene, answer, category):
+    return {"id": "t", "question": "?", "answer": answer, "category": category, "source": "shapes",
+            "scene": {**scene, "vocab": VOCAB}}
+
+
 def _objects_sample(objects, query, answer):
-    scene = {
-        "kind": "objects",
-        "grid": 3,
-        "objects": objects,
-        "query": query,
-        "vocab": {
-            "colors": ["red", "green", "blue", "yellow"],
-            "shapes": ["circle", "square", "triangle"],
-            "grid": 3,
-            "max_value": 9,
-        },
-    }
-    return {
-        "id": "t",
-        "question": "?",
-        "answer": answer,
-        "category": "math",
-        "source": "shapes",
-        "scene": scene,
-    }
+    return _sample({"kind": "objects", "grid": 3, "objects": objects, "query": query}, answer, "math")
 
 
 def _bars_sample(bars, query, answer):
-    scene = {
-        "kind": "bars",
-        "max_value": 9,
-        "bars": [{"color": c, "value": v} for c, v in bars],
-        "query": query,
-        "vocab": {
-            "colors": ["red", "green", "blue", "yellow"],
-            "shapes": ["circle", "square", "triangle"],
-            "grid": 3,
-            "max_value": 9,
-        },
-    }
-    return {
-        "id": "t",
-        "question": "?",
-        "answer": answer,
-        "category": "chart",
-        "source": "shapes",
-        "scene": scene,
-    }
+    scene = {"kind": "bars", "max_value": 9, "bars": [{"color": c, "value": v} for c, v in bars], "query": query}
+    return _sample(scene, answer, "chart")
 
 
 def test_teacher_raps_are_perfect(samples):
