@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from srcal import kserve
+from http_utils import send_json
 
 
 class ApiError(Exception):
@@ -210,12 +211,7 @@ class _StandInKubeAPI:
                 pass
 
             def _reply(self, code, obj):
-                body = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, obj, code)
 
             def _status(self, code, reason):
                 self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from srcal import pipeline as kp
+from http_utils import send_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pipelines" / "srcal_pipeline.yaml"
@@ -241,12 +242,7 @@ class _StandInKFP:
                 pass
 
             def _reply(self, obj, code=200):
-                body = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, obj, code)
 
             def _handle(self, method):
                 n = int(self.headers.get("Content-Length") or 0)
