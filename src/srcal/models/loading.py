@@ -246,13 +246,33 @@ def new_model_artifact(out: str | Path, parent_policy_dir: str | Path | None, na
 
 def question_text(question: str, choices: list[str] | None = None) -> str:
     """The question as the model sees it; multiple-choice options are listed as ``A. …`` lines unless the
-    question already carries them (MMStar embeds its options in the text, notes/datasets.md)."""
+    question already carries them.
+
+    MMStar ships its options inside the question ("…\nOptions: A: red, B: blue", notes/datasets.md) and its
+    adapter also fills ``choices`` from them, so listing them again would show the model every option twice.
+    The question carries the options when, for every letter in order, a marker (``A.``, ``A)``, ``A:`` at
+    a line start or inline after whitespace or ``, ; :``, or ``(A)``) is followed by that choice's text; the
+    text check keeps a stray "plan A." in a question from hiding options the model has not seen.
+    """
+    import re
+
     if not choices:
         return question
+
+    def norm(text: str) -> str:
+        return " ".join(text.split()).casefold()
+
+    pos = 0
     letters = [chr(65 + i) for i in range(len(choices))]
-    if all(f"{ch}." in question or f"({ch})" in question for ch in letters[:2]):
-        return question
-    return question.rstrip() + "\n" + "\n".join(f"{ch}. {c}" for ch, c in zip(letters, choices))
+    for ch, choice in zip(letters, choices):
+        want = norm(choice)[:40]
+        marker = re.compile(rf"\({ch}\)|(?:(?<=[\s,;:])|^){ch}[.):]", re.M)
+        hit = next((m for m in marker.finditer(question, pos)
+                    if norm(question[m.end():m.end() + 4 * len(want) + 16]).startswith(want)), None)
+        if hit is None:
+            return question.rstrip() + "\n" + "\n".join(f"{c}. {t}" for c, t in zip(letters, choices))
+        pos = hit.end()
+    return question
 
 
 def plain_question_messages(question: str, choices: list[str] | None = None) -> list[dict[str, Any]]:
