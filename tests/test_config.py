@@ -61,3 +61,45 @@ def test_section_hash_tracks_only_named_sections():
 def test_every_key_has_help_text():
     missing = [k for k, _, h in describe() if not h]
     assert not missing, f"recipe keys without help text: {missing}"
+
+
+def test_overrides_index_lists_by_number():
+    """Bug 5 of issue 12: `--set data.sources.0.path=…` said "'sources' is not a section", so pointing one
+    source at your bucket meant restating the whole list."""
+    base = load_recipe("llava-1.5-7b")
+    r = load_recipe("llava-1.5-7b", ["data.sources.0.path=s3://mine/a-okvqa/", "data.sources[4].max_rows=10",
+                                     "data.sources.-1.name=star", "data.category_ratio.0=3",
+                                     "data.sources.1={adapter: mmstar, path: /x, category: math}"])
+    assert r.data.sources[0].path == "s3://mine/a-okvqa/" and r.data.sources[0].adapter == "aokvqa"
+    assert (r.data.sources[4].max_rows, r.data.sources[4].name) == (10, "star")
+    assert r.data.sources[1].adapter == "mmstar" and r.data.sources[1].split == "pool"  # replaced whole
+    assert r.data.sources[2:4] == base.data.sources[2:4] and r.data.category_ratio == [3, 1, 1]
+    # a list the recipe does not set starts from the field's default
+    t = load_recipe("tiny", ["search.sentence_delimiters.3=;", "data.category_ratio.2=5"])
+    assert t.search.sentence_delimiters == [".", "?", "!", ";"] and t.data.category_ratio == [2, 1, 5]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.sources.5.path=x", "index 5 is out of range: data.sources has 5 entries (indices 0–4)"),
+    ("data.sources.-6.path=x", "index -6 is out of range: data.sources has 5 entries"),
+    ("data.sources.0.max_rows=x", "data.sources[0].max_rows: expected int, got 'x'"),
+    ("data.sources.0.pth=x", "data.sources[0].pth: unknown key (did you mean 'path'?)"),
+    ("data.sources.0.category=chartt", "data.sources[0].category: 'chartt' is not allowed"),
+    ("data.sourcs.0.path=x", "data.sourcs: unknown key (did you mean 'sources'?)"),
+    ("data.sources.path=x", "data.sources is a list; index it with a number"),
+    ("rounds.0=1", "rounds is not a list, so it has no entry 0"),
+    ("data.world.0=1", "data.world is not a list"),
+    ("data.category_ratio.0.x=1", "data.category_ratio[0] is a single value, not a section"),
+    ("rounds.x=1", "'rounds' is not a section"),     # the errors from before list indices, unchanged
+    ("align.beta", "expected key=value"),
+    ("align.bta=1", "align.bta: unknown key (did you mean 'beta'?)"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(RecipeError) as e:
+        load_recipe("llava-1.5-7b", [override])
+    assert message in str(e.value)
+
+
+def test_indexing_a_list_the_recipe_leaves_empty_says_so():
+    with pytest.raises(RecipeError, match=r"index 0 is out of range: data.sources has 0 entries \(none\)"):
+        load_recipe("tiny", ["data.sources.0.path=/x"])
