@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
+import real_data
 from PIL import Image
 
 from srcal.data import adapters
@@ -126,3 +128,73 @@ def test_source_on_s3(tmp_path, vqa_parquet, s3_bucket):
     rows, rejected = adapters.read_source("ai2d", f"{s3_bucket}/releases/ai2d", category="math",
                                           out_dir=tmp_path / "o", max_rejected_share=0.0)
     assert len(rows) == 3 and not rejected
+
+
+# ----------------------------------------------------------------------------- real-shaped releases (real_data)
+
+
+@pytest.mark.parametrize("adapter,category,_split", real_data.RECIPE_SOURCES)
+def test_real_shaped_release_becomes_upright_rgb_with_unicode_intact(tmp_path, adapter, category, _split):
+    """Every image kind of the real releases (tests/real_data.py) comes out as an upright 8-bit RGB PNG.
+
+    Hand-computed expectations: the red marker (230, 20, 20) in greyscale is L = 0.299·230 + 0.587·20 +
+    0.114·20 = 82.8 → 83, and the 16-bit copy (83·257 = 21331) scales back to 21331/257 = 83; a transparent
+    background is white (255, 255, 255); the EXIF image, stored 640×480 with Orientation 6, is 480×640 with
+    the marker at its top-left. Before :func:`adapters.to_rgb`, the EXIF image stayed sideways, the RGBA and
+    palette backgrounds came out black and the 16-bit image white (255).
+    """
+    n = len(real_data.KINDS)
+    real_data.write_release(adapter, tmp_path / "rel", n, shards=3)
+    rows, rejected = adapters.read_source(adapter, str(tmp_path / "rel"), category=category,
+                                          out_dir=tmp_path / "out", max_rejected_share=0.0)
+    assert len(rows) == n and not rejected
+    assert len({r["id"] for r in rows}) == n
+    for i, (row, kind) in enumerate(zip(rows, real_data.KINDS, strict=True)):
+        assert validate_sample(row, tmp_path / "out") == [], row
+        assert row["answer"] == real_data.unicode_answer(adapter, i)
+        assert any(w in row["question"] for w in real_data.WORDS), row["question"]
+        with Image.open(tmp_path / "out" / row["image"]) as im:
+            assert (im.format, im.mode, im.size) == ("PNG", "RGB", real_data.upright_size(kind)), kind
+            x0, y0, x1, y1 = real_data.marker_box(kind)
+            inside = im.getpixel(((x0 + x1) // 2, (y0 + y1) // 2))
+            if kind in ("rgba", "palette"):
+                assert im.getpixel((1, 1)) == (255, 255, 255), kind  # transparent → white, not black
+            elif kind in ("grey", "grey16"):
+                assert inside == (83, 83, 83), kind
+            else:  # JPEG rounding: within a few levels of (230, 20, 20)
+                assert max(abs(a - b) for a, b in zip(inside, real_data.RED, strict=True)) <= 12, (kind, inside)
+    # Unicode survives the JSONL round trip byte for byte.
+    assert json.loads(json.dumps(rows, ensure_ascii=False)) == rows
+
+
+def test_to_rgb_by_hand():
+    """16-bit 40000 → round(40000/257) = round(155.6) = 156; a half-transparent red (255, 0, 0, 128) on
+    white → G = B = 255·(1 − 128/255) = 127; an LA pixel (10, 0) (fully transparent) → white; CMYK
+    (0, 255, 255, 0) is pure red."""
+    import numpy as np
+
+    g16 = Image.fromarray(np.full((2, 3), 40000, dtype=np.uint16))
+    assert g16.mode.startswith("I;16")
+    out = adapters.to_rgb(g16)
+    assert out.mode == "RGB" and out.size == (3, 2) and out.getpixel((0, 0)) == (156, 156, 156)
+    assert adapters.to_rgb(Image.new("RGBA", (2, 2), (255, 0, 0, 128))).getpixel((0, 0)) == (255, 127, 127)
+    assert adapters.to_rgb(Image.new("LA", (2, 2), (10, 0))).getpixel((1, 1)) == (255, 255, 255)
+    assert adapters.to_rgb(Image.new("CMYK", (2, 2), (0, 255, 255, 0))).getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_non_ascii_native_ids_stay_distinct(tmp_path, vqa_parquet):
+    """A-OKVQA-style string ids that differ only in non-ASCII characters ("問1", "題1") used to sanitise to
+    the same id ("aokvqa-_1"), and the second row was rejected as a duplicate."""
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "a.parquet"
+    vqa_parquet("aokvqa", f, n=3, bad=False)
+    table = pq.read_table(f)
+    ids = ["問1", "題1", "q002"]
+    pq.write_table(table.set_column(table.schema.get_field_index("question_id"), "question_id",
+                                    pa.array(ids, pa.string())), f)
+    rows, rejected = adapters.read_source("aokvqa", str(f), category="perception", out_dir=tmp_path / "o",
+                                          max_rejected_share=0.0)
+    assert not rejected and len({r["id"] for r in rows}) == 3
+    assert rows[2]["id"] == "aokvqa-q002", "ASCII ids are unchanged"
+    assert all(r["id"].startswith("aokvqa-_1-") for r in rows[:2])

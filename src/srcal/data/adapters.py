@@ -22,7 +22,8 @@ mmstar     Lin-Chen/MMStar: ``index``, ``question`` (options embedded as "Option
 Multiple-choice rows keep ``choices`` and store the *text* of the right choice as ``answer`` (the letter,
 where the dataset scores by letter, goes to ``meta.answer_letter``), so every downstream stage compares
 answers the same way. Images arrive as parquet Image structs ``{"bytes", "path"}``; each is decoded
-(so a broken image is caught here, not in training) and re-encoded as ``images/<id>.png``.
+(so a broken image is caught here, not in training) and re-encoded as ``images/<id>.png`` in upright
+8-bit RGB (:func:`to_rgb`).
 
 A row that cannot be converted is quarantined with its file, row number (``line``: the 0-based row index
 within that parquet file), field and reason; the source is only refused as a whole when the rejected share
@@ -204,12 +205,44 @@ ADAPTERS: dict[str, Callable[[dict], Converted]] = {
 # -------------------------------------------------------------------------------------------- images
 
 
+def to_rgb(im):
+    """The upright 8-bit RGB picture a viewer shows for ``im``, whatever mode and orientation it is stored in.
+
+    Every consumer (processors, the vLLM worker, the teacher endpoint) then reads the same pixels; each
+    step below fixes a way real releases differ from plain RGB:
+
+    * EXIF ``Orientation`` (phone photos store pixels sideways and a tag saying how to turn them): applied,
+      so the model sees the photo upright, as the annotator did;
+    * transparency (``RGBA``/``LA``/``PA``, or a ``P``/``L``/``RGB`` image with a ``transparency`` entry, as
+      AI2D-style diagrams are: black ink on nothing): composited onto white, as ``transformers``'
+      ``convert_to_rgb`` does. A bare ``convert("RGB")`` keeps the hidden colour of transparent pixels,
+      usually black, and the diagram turns black on black;
+    * 16/32-bit greyscale (``I;16*``, ``I``): scaled to 8 bits (v/257, so 65535 → 255). ``convert`` clips
+      instead, and a 16-bit image comes out almost all white;
+    * ``L``, ``P``, ``CMYK``, ``YCbCr``, ``1``, …: ``convert("RGB")`` (PIL handles CMYK, Adobe-inverted included).
+    """
+    from PIL import Image, ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        import numpy as np
+
+        arr = np.asarray(im, dtype=np.float64)
+        im = Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8), mode="L")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        white.alpha_composite(rgba)
+        return white.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
 def save_image(value: Any, dest: Path, parquet_dir: Path | None = None) -> None:
-    """Decode a parquet Image struct (or raw bytes) and write it as PNG at ``dest``.
+    """Decode a parquet Image struct (or raw bytes) and write it as an RGB PNG at ``dest``.
 
     A struct without bytes but with a relative ``path`` is looked up next to the parquet file (how
-    some releases ship images). Palette/CMYK/16-bit images are converted to RGB so every consumer
-    (processors, vLLM) reads them the same way.
+    some releases ship images). The picture is normalised by :func:`to_rgb` (orientation, transparency,
+    bit depth, colour mode) so every consumer reads the same upright RGB pixels.
     """
     from PIL import Image
 
@@ -231,14 +264,11 @@ def save_image(value: Any, dest: Path, parquet_dir: Path | None = None) -> None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            if im.mode not in ("RGB", "RGBA", "L"):
-                im = im.convert("RGB")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            im.save(dest, format="PNG")
-    except RowError:
-        raise
+            rgb = to_rgb(im)
     except Exception as e:  # any decode failure means this row's image is unusable
         raise RowError("image", f"cannot decode image ({type(e).__name__}: {e})") from e
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rgb.save(dest, format="PNG")
 
 
 # ------------------------------------------------------------------------------------------ the driver
@@ -273,8 +303,13 @@ def iter_parquet_rows(file: Path, columns: list[str] | None = None) -> Iterator[
 
 
 def _safe_id(text: str) -> str:
+    """A file-name-safe id; when characters had to be replaced (non-ASCII native ids), a hash of the original
+    keeps ids distinct that would otherwise collide ("問1" and "題1" both become "_1")."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
-    return s if len(s) <= 80 else s[:60] + "-" + hashlib.sha256(s.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if s != text:
+        return f"{s[:60]}-{digest[:8]}"
+    return s if len(s) <= 80 else s[:60] + "-" + digest[:12]
 
 
 def read_source(adapter: str, path: str, *, category: str, out_dir: Path, max_rejected_share: float,
