@@ -308,3 +308,50 @@ def test_assess_and_judge_never_raise_on_model_like_garbage(samples):
             assert a.n_true <= a.n_claims
         v = oracle_judge(s, texts[1], texts[-1], noise=0.1, position_bias=0.1, tie_margin=0.0, rng=rng)
         assert v.label in "ABC"
+
+
+def test_hallucinating_teacher_opens_with_one_false_irrelevant_claim(samples):
+    """Rate 1: every RAP whose scene has an irrelevant fact opens with one false claim about it — answer,
+    consistency and completeness untouched, factuality (n−1)/n; rate 0 draws exactly what the perfect
+    teacher draws (same RAPs from the same seed)."""
+    n_extra = 0
+    for i, s in enumerate(samples):
+        clean = teacher_rap(s, random.Random(i))
+        assert teacher_rap(s, random.Random(i), hallucination_rate=0.0) == clean
+        rap = teacher_rap(s, random.Random(i), hallucination_rate=1.0)
+        a, c = assess(s, rap), assess(s, clean)
+        assert (a.correct, a.consistent, a.completeness) == (True, True, 1.0), rap
+        if rap != clean:
+            n_extra += 1
+            assert rap.endswith(clean) and a.n_claims == c.n_claims + 1 and a.n_true == c.n_true, rap
+            assert not a.claims[0].true
+    assert n_extra >= 0.9 * len(samples)  # only "how many shapes?" (every object relevant) has none
+
+
+def test_unsupported_claim_hand_made_scenes():
+    """color_at (1,1) with a red circle there and one blue square at (0,0): the claim is about another cell
+    and false. A full 4-bar chart asked for its tallest bar: every bar is relevant, so the claim is a wrong
+    bar count (3 or 5 bars)."""
+    s = _objects_sample([{"row": 1, "col": 1, "color": "red", "shape": "circle"},
+                         {"row": 0, "col": 0, "color": "blue", "shape": "square"}],
+                        {"type": "color_at", "row": 1, "col": 1}, "red")
+    for seed in range(30):
+        claim = oracle.parse_claim(oracle.unsupported_claim(s, random.Random(seed)))
+        assert claim.kind == "obj" and _cell(claim.args["pos"]) != (1, 1)
+        assert not oracle.check_claim(claim, s["scene"])
+    bars = _bars_sample([("red", 3), ("green", 7), ("blue", 5), ("yellow", 1)], {"type": "tallest"}, "green")
+    got = {oracle.unsupported_claim(bars, random.Random(seed)) for seed in range(20)}
+    assert got == {"There are 3 bars.", "There are 5 bars."}
+    # a compare question on two of three bars: the claim names the third colour or the absent one, never c1/c2
+    cmp_ = _bars_sample([("red", 3), ("green", 7), ("blue", 5)], {"type": "compare", "c1": "red", "c2": "green"},
+                        "no")
+    for seed in range(30):
+        claim = oracle.parse_claim(oracle.unsupported_claim(cmp_, random.Random(seed)))
+        assert claim.kind == "bar" and claim.args["color"] in ("blue", "yellow"), claim
+        assert not oracle.check_claim(claim, cmp_["scene"])
+
+
+def _cell(name):
+    from srcal.data.shapes import position_index
+
+    return position_index(name, 3)

@@ -166,6 +166,9 @@ class BaseTrainConfig:
         default=0.5, meta={"min": 0.0, "max": 1.0},
     )
     caption_prompt: str = _help("The user text of captioning examples.", default="Describe the image.")
+    cache: bool = _help(
+        "Reuse a tiny base trained from the same inputs (the shipped one or the user cache; "
+        "srcal.models.base_cache) instead of training it again.", default=True)
 
 
 @dataclass
@@ -202,6 +205,12 @@ class TeacherConfig:
     cache_dir: str = _help(
         "Directory of the teacher-reply cache (JSONL per teacher identity); '' = $SRCAL_CACHE_DIR/teacher.",
         default="",
+    )
+    hallucination_rate: float = _help(
+        "kind 'oracle': share of RAPs that open with one false claim about a part of the scene the answer "
+        "does not depend on, like a real teacher VLM's unsupported claims (0 = a perfect teacher).",
+        default=0.0,
+        meta={"min": 0.0, "max": 1.0},
     )
 
 

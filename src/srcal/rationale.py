@@ -68,7 +68,16 @@ def run_base(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
     if recipe.model.base != "tiny":
         write_base_pointer(out, recipe.model.base, recipe.model.family)
         return {"base": recipe.model.base, "family": recipe.model.family, "trained": False}
-    return train_tiny_base(recipe, Path(inputs["data"]), out)
+    from srcal.models import base_cache
+
+    data_dir = Path(inputs["data"])
+    key = base_cache.base_key(recipe, data_dir)  # a tiny base trained once is reused (srcal.models.base_cache)
+    summary = base_cache.restore(key, out) if recipe.base_train.cache else None
+    if summary is None:
+        summary = {**train_tiny_base(recipe, data_dir, out), "base_key": key}
+        if recipe.base_train.cache:
+            base_cache.save(key, out, summary)
+    return summary
 
 
 def build_tiny_from_recipe(recipe, out: Path) -> Path:
@@ -249,6 +258,8 @@ def teacher_identity(recipe) -> dict[str, Any]:
         ident.update(url=t.url, model=t.model, prompt=t.prompt, max_tokens=t.max_tokens, temperature=t.temperature)
     if t.kind == "oracle":
         ident.update(seed=recipe.seed)
+        if t.hallucination_rate > 0:  # only when set, so the perfect teacher's cache key is unchanged
+            ident.update(hallucination_rate=t.hallucination_rate)
     return ident
 
 
@@ -361,7 +372,7 @@ def augment(recipe, samples: list[dict], data_dir: Path, cache_path: Path) -> tu
                 from srcal.data import oracle
 
                 rng = random.Random(f"{recipe.seed}:teacher:{s['id']}")
-                texts[s["id"]] = oracle.teacher_rap(s, rng, prefix)
+                texts[s["id"]] = oracle.teacher_rap(s, rng, prefix, recipe.teacher.hallucination_rate)
                 cache.put({"key": k, "id": s["id"], "text": texts[s["id"]]})
             elif kind == "dataset" or (recipe.teacher.use_dataset_rationales and s.get("rationale")):
                 if s.get("rationale"):

@@ -510,12 +510,76 @@ def _rationale(sample: dict, rng: random.Random) -> list[str]:
     raise ValueError(f"unknown query type {t!r}")
 
 
-def teacher_rap(sample: dict, rng: random.Random, prefix: str = "Answer:") -> str:
-    """A correct rationale-answer pair for ``sample`` in randomly varied phrasing (see module docstring)."""
+def teacher_rap(sample: dict, rng: random.Random, prefix: str = "Answer:", hallucination_rate: float = 0.0) -> str:
+    """A correct rationale-answer pair for ``sample`` in randomly varied phrasing (see module docstring).
+
+    With ``hallucination_rate`` > 0 the teacher behaves like a real teacher VLM: that share of its RAPs
+    *opens* with one unsupported claim (:func:`unsupported_claim`) — false, but about a part of the scene
+    the answer does not depend on, so the answer and its justification stay right and the answer-match
+    filter of RAP augmentation keeps the RAP. A model fine-tuned on such RAPs learns a *language-level*
+    habit (open with a scene claim it cannot back), the kind of error SRC's preference pairs can remove.
+    The claim opens the RAP, not a random sentence, because evaluation decodes greedily: a habit spread
+    over random positions at a rate below 1/2 never wins the argmax at any one position, while an opening
+    taken with probability above 1/2 does. At rate 0 the draws from ``rng`` are exactly those of the
+    correct teacher, so its RAPs (and cached replies) are unchanged.
+    """
     answer = short_answer_text(sample)
     sentences = _rationale(sample, rng)
     sentences.append(W.conclusion_sentence(answer, rng.randrange(len(W.CONCLUSION_TEMPLATES))))
+    if hallucination_rate > 0 and rng.random() < hallucination_rate:
+        extra = unsupported_claim(sample, rng)
+        if extra is not None:
+            sentences.insert(0, extra)
     return render_rap(sentences, answer, prefix)
+
+
+def unsupported_claim(sample: dict, rng: random.Random) -> str | None:
+    """A false claim about something the sample's answer does not depend on, or None if the scene has none.
+
+    Object scenes: an object in a cell other than the asked one, whose colour/shape the query does not
+    name (so no count, existence or location the answer rests on changes). Charts: a bar the query does not
+    name, with a wrong value or a colour the chart lacks; when every bar is relevant (tallest/shortest of a
+    full chart), a wrong number of bars. The claim is checked false and outside ``required_facts``.
+    """
+    scene, q = sample["scene"], sample["scene"]["query"]
+    vocab = scene.get("vocab", {})
+    colors = vocab.get("colors", list(W.PALETTE)[:4])
+    grid = _grid(scene)
+    required = set(required_facts(sample))
+    named_colors = {q.get(k) for k in ("color", "c1", "c2")} - {None}
+    named_shapes = {q.get(k) for k in ("shape", "s1", "s2")} - {None}
+    if q["type"] in ("count", "exists", "where"):  # the query names a (colour, shape) filter
+        irrelevant = lambda a: not W.matching_objects([a], q.get("color"), q.get("shape"))
+    else:
+        irrelevant = lambda a: a["color"] not in named_colors and a["shape"] not in named_shapes
+    options: list[Claim] = []
+    if scene["kind"] == "objects":
+        shapes = vocab.get("shapes", list(W.SHAPE_WORDS))
+        for r in range(grid):
+            for c in range(grid):
+                if (q.get("row"), q.get("col")) == (r, c):
+                    continue
+                for color in colors:
+                    for shape in shapes:
+                        args = {"color": color, "shape": shape, "pos": W.position_name(r, c, grid)}
+                        if irrelevant(args):
+                            options.append(Claim("obj", rng.randrange(len(W.OBJ_TEMPLATES)), args, ""))
+    else:
+        whole = q["type"] in ("tallest", "shortest")
+        present = {b["color"] for b in scene["bars"]}
+        for color in colors:
+            if color in named_colors or (whole and color in present):
+                continue
+            for v in range(1, vocab.get("max_value", 9) + 1):
+                options.append(Claim("bar", rng.randrange(len(W.BAR_TEMPLATES)), {"color": color, "v": v}, ""))
+        if not options:
+            n = len(scene["bars"])
+            options = [Claim("bar_count", 0, {"n": m}, "") for m in (n - 1, n + 1) if m >= 1]
+    options = [o for o in options if not check_claim(o, scene) and _key(o, grid) not in required]
+    if not options:
+        return None
+    pick = rng.choice(options)
+    return render_claim(pick.kind, pick.template, pick.args)
 
 
 # ---------------------------------------------------------------------------------------------------
