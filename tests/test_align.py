@@ -104,9 +104,10 @@ def test_align_resumes_from_checkpoint(world, tmp_path):
     """A run stopped after 3 steps (one epoch) leaves checkpoint-3; the same stage asked for two epochs
     continues from it (global step 3 → 6) instead of starting over, and its last steps' losses match an
     uninterrupted 6-step run (the checkpoint carries optimizer, scheduler and RNG state)."""
-    from srcal.align import _read_jsonl, train_dpo
+    from srcal.align import train_dpo
+    from srcal.jsonl import read_jsonl
 
-    pairs = _read_jsonl(world["pairs"] / "pairs.jsonl")
+    pairs = read_jsonl(world["pairs"] / "pairs.jsonl")
     args = (pairs, world["base"], world["policy"], world["data"])
     out = tmp_path / "resumed"
     first = train_dpo(_recipe(), *args, out)

@@ -31,12 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from srcal.jsonl import read_jsonl
+
 log = logging.getLogger("srcal.align")
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def too_few_pairs_message(n: int, min_pairs: int) -> str:
@@ -192,7 +189,7 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
 
     t0 = time.time()
     name = options.get("round", "align")
-    pairs = _read_jsonl(Path(inputs["pairs"]) / "pairs.jsonl")
+    pairs = read_jsonl(Path(inputs["pairs"]) / "pairs.jsonl")
     if len(pairs) < recipe.curate.min_pairs:
         raise StageError(too_few_pairs_message(len(pairs), recipe.curate.min_pairs))
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +219,7 @@ def _dist_main(job_file: str) -> None:
     from srcal.distributed import read_job, write_summary_on_rank0
 
     recipe, inputs, out = read_job(job_file)
-    pairs = _read_jsonl(inputs["pairs"] / "pairs.jsonl")
+    pairs = read_jsonl(inputs["pairs"] / "pairs.jsonl")
     write_summary_on_rank0(out, train_dpo(recipe, pairs, inputs["base"], inputs["policy"], inputs.get("data"), out))
 
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srcal.jsonl import read_jsonl, write_jsonl
+
 log = logging.getLogger("srcal.curate")
 
 # ---------------------------------------------------------------------------------------------- math
@@ -257,16 +259,6 @@ def select_pair(m: PairMatrix, aggregation: str, *, min_margin: float, min_confi
 # ---------------------------------------------------------------------------------------------- I/O
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with path.open() as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                rows.append(json.loads(line))
-    return rows
-
-
 def _candidate_text(c: Any) -> str:
     return c if isinstance(c, str) else str(c.get("text", ""))
 
@@ -278,7 +270,7 @@ def load_candidates(path: Path) -> dict[str, dict[str, Any]]:
     already groups a sample (``id`` + ``candidates`` list of strings or dicts) is accepted as well.
     """
     out: dict[str, dict[str, Any]] = {}
-    for row in _read_jsonl(path):
+    for row in read_jsonl(path):
         if "candidates" in row:
             out[str(row["id"])] = row
             continue
@@ -338,10 +330,10 @@ def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> di
     cand_path = Path(inputs["candidates"]) / "candidates.jsonl"
     judg_path = Path(inputs["judgments"]) / "judgments.jsonl"
     candidates = load_candidates(cand_path)
-    grouped, bad = group_judgments(_read_jsonl(judg_path))
+    grouped, bad = group_judgments(read_jsonl(judg_path))
     truth: dict[str, dict[str, Any]] = {}
     if "data" in inputs and (Path(inputs["data"]) / "calib.jsonl").exists():
-        truth = {str(r["id"]): r for r in _read_jsonl(Path(inputs["data"]) / "calib.jsonl")}
+        truth = {str(r["id"]): r for r in read_jsonl(Path(inputs["data"]) / "calib.jsonl")}
 
     kept, dropped = [], []
     reasons: Counter = Counter(bad)
@@ -390,12 +382,8 @@ def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> di
         })
 
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "pairs.jsonl").open("w") as f:
-        for r in kept:
-            f.write(json.dumps(r) + "\n")
-    with (out / "dropped.jsonl").open("w") as f:
-        for r in dropped:
-            f.write(json.dumps(r) + "\n")
+    write_jsonl(out / "pairs.jsonl", kept)
+    write_jsonl(out / "dropped.jsonl", dropped)
     hist, edges = np.histogram(np.asarray(confidences) if confidences else np.zeros(0), bins=10, range=(0, 1))
     summary = {
         "counts": {"samples": len(candidates), "kept": len(kept), "dropped": len(dropped)},

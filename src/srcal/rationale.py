@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from srcal import jsonl
+
 log = logging.getLogger("srcal.rationale")
 
 IGNORE_INDEX = -100
@@ -279,14 +281,10 @@ class TeacherCache:
 
     def __init__(self, path: Path):
         self.path = path
-        self.entries: dict[str, dict] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                    self.entries[rec["key"]] = rec
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a torn last line from a killed run
+        rows = jsonl.read_jsonl(path, missing_ok=True)  # a torn last line from a killed run is skipped
+        self.entries: dict[str, dict] = {rec["key"]: rec for rec in rows if "key" in rec}
+        if jsonl.is_torn(path):  # so the next append starts on a line of its own
+            jsonl.write_jsonl(path, rows)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the stage; closed in close())
 
@@ -295,7 +293,7 @@ class TeacherCache:
 
     def put(self, rec: dict) -> None:
         self.entries[rec["key"]] = rec
-        self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self._fh.write(jsonl.dumps_line(rec) + "\n")
         self._fh.flush()
 
     def close(self) -> None:
@@ -577,7 +575,7 @@ def _dist_main(job_file: str) -> None:
     from srcal.distributed import read_job, write_summary_on_rank0
 
     recipe, inputs, out = read_job(job_file)
-    raps = [json.loads(x) for x in (out / "raps.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    raps = jsonl.read_jsonl(out / "raps.jsonl")
     rows, _ = _sft_rows(raps, inputs["data"])
     write_summary_on_rank0(out, train_sft(recipe, inputs["base"], rows, out))
 

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from srcal.jsonl import read_jsonl
+
 log = logging.getLogger("srcal.report")
 
 METRICS = ("accuracy", "rationale_factuality", "consistency", "rap_format")
@@ -37,13 +39,6 @@ PRED_KEYS = {"accuracy": "correct", "rationale_factuality": "factuality", "consi
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [json.loads(x) for x in f if x.strip()]
 
 
 # ----------------------------------------------------------------------------------------- statistics
@@ -102,7 +97,7 @@ def collect(recipe, inputs: dict[str, Path]) -> dict[str, Any]:
             continue
         m = _read_json(Path(path) / "metrics.json") or {}
         rounds += m.get("rounds", [])
-        predictions[key[len("eval_"):]] = _read_jsonl(Path(path) / "predictions.jsonl")
+        predictions[key[len("eval_"):]] = read_jsonl(Path(path) / "predictions.jsonl", missing_ok=True)
     rounds.sort(key=lambda e: model_order(e["name"]))
     heldout = _read_json(Path(inputs["judge"]) / "heldout_metrics.json") if "judge" in inputs else None
     heldout = heldout or {}
@@ -111,7 +106,7 @@ def collect(recipe, inputs: dict[str, Path]) -> dict[str, Any]:
         key = f"round{k}_curate"
         if key in inputs:
             s = _read_json(Path(inputs[key]) / "summary.json") or {}
-            pairs = _read_jsonl(Path(inputs[key]) / "pairs.jsonl")
+            pairs = read_jsonl(Path(inputs[key]) / "pairs.jsonl", missing_ok=True)
             align = _read_json(Path(inputs.get(f"round{k}_align", Path("/nonexistent"))) / "summary.json") or {}
             curation.append({"round": f"round{k}", "summary": s, "examples": pairs[:3], "align": align.get("train")})
     timings = {}

@@ -35,14 +35,14 @@ resumed runs give the same candidates (up to floating-point differences of paddi
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from srcal import jsonl
 
 log = logging.getLogger("srcal.search")
 
@@ -470,30 +470,16 @@ class CandidateWriter:
         path = self.paths[kind]
         if not path.exists():
             return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line from a killed run
-                continue
-        return rows
+        return jsonl.read_jsonl(path)  # a torn last line from a killed run is skipped (and logged)
 
     def _torn(self, kind: str) -> bool:
-        path = self.paths[kind]
-        return path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        return jsonl.is_torn(self.paths[kind])
 
     def _rewrite(self, kind: str, rows: list[dict]) -> None:
-        tmp = self.paths[kind].with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        os.replace(tmp, self.paths[kind])
+        jsonl.write_jsonl(self.paths[kind], rows)
 
     def _append(self, kind: str, rows: list[dict]) -> None:
-        if not rows:
-            return
-        with open(self.paths[kind], "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            f.flush()
-            os.fsync(f.fileno())
+        jsonl.append_jsonl(self.paths[kind], rows)
 
     def commit(self, candidates: list[dict], rejected: list[dict], sample_ids: Sequence[str]) -> None:
         """Write one batch: candidates and rejections first, then the completion lines."""
@@ -680,34 +666,29 @@ def run_search_merge(recipe, inputs: dict[str, Path], out: Path, split: str = "c
     if not names:
         raise ValueError("search-merge: no inputs named shard0, shard1, …")
     seen: dict[str, str] = {}
-    n_c = n_r = 0
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "candidates.jsonl", "w", encoding="utf-8") as fc, \
-            open(out / "rejected.jsonl", "w", encoding="utf-8") as fr:
-        for name in names:
-            d = Path(inputs[name])
-            owners: set[str] = set()
-            for line in (d / "candidates.jsonl").read_text(encoding="utf-8").splitlines():
-                rec = json.loads(line)
-                sid = rec["sample_id"]
-                if seen.get(sid, name) != name:
-                    raise ValueError(f"search-merge: sample {sid} is in both {seen[sid]} and {name}")
-                owners.add(sid)
-                fc.write(line + "\n")
-                n_c += 1
-            seen.update({s: name for s in owners})
-            rej = d / "rejected.jsonl"
-            if rej.exists():
-                for line in rej.read_text(encoding="utf-8").splitlines():
-                    fr.write(line + "\n")
-                    n_r += 1
+    merged: list[dict] = []
+    rejected: list[dict] = []
+    for name in names:
+        d = Path(inputs[name])
+        owners: set[str] = set()
+        for rec in jsonl.read_jsonl(d / "candidates.jsonl", rejected):  # an unreadable line → rejected.jsonl
+            sid = rec["sample_id"]
+            if seen.get(sid, name) != name:
+                raise ValueError(f"search-merge: sample {sid} is in both {seen[sid]} and {name}")
+            owners.add(sid)
+            merged.append(rec)
+        seen.update({s: name for s in owners})
+        rejected += jsonl.read_jsonl(d / "rejected.jsonl", rejected, missing_ok=True)
+    n_c, n_r = len(merged), len(rejected)
+    jsonl.write_jsonl(out / "candidates.jsonl", merged)
+    jsonl.write_jsonl(out / "rejected.jsonl", rejected)
     samples: dict[str, dict] = {}
     if "data" in inputs:
         from srcal.data.schema import read_jsonl
 
         rows, _ = read_jsonl(Path(inputs["data"]) / f"{split}.jsonl", max_rejected_share=1.0)
         samples = {r["id"]: r for r in rows}
-    merged = [json.loads(line) for line in (out / "candidates.jsonl").read_text(encoding="utf-8").splitlines()]
     prefix = recipe.rap_answer_prefix if recipe is not None else "Answer:"
     return {"counts": {"shards": len(names), "samples": len(seen), "candidates": n_c, "rejected": n_r},
             "diversity": diversity_report(samples, merged, prefix)}

@@ -17,11 +17,13 @@ raise :class:`DataError`, naming the file and the first problems.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from srcal import jsonl
+from srcal.jsonl import dumps_line, iter_jsonl
 
 CATEGORIES: tuple[str, ...] = ("perception", "chart", "math")
 REQUIRED_STR_FIELDS: tuple[str, ...] = ("id", "image", "question", "answer", "source")
@@ -122,7 +124,9 @@ def read_jsonl(path: str | os.PathLike, *, images_root: str | os.PathLike | None
                max_rejected_share: float) -> tuple[list[dict], list[dict]]:
     """Read a sample JSONL file: (valid rows, rejected entries).
 
-    Rejected: lines that are not JSON objects, rows with missing/ill-typed fields or unknown categories,
+    Lines are read by :func:`srcal.jsonl.iter_jsonl` (bytes split on ``\\n``, each line decoded alone), so
+    rejected also holds lines that are not UTF-8, not JSON, longer than the reader's line limit, or a torn
+    last line. Then rows that are not objects, rows with missing/ill-typed fields or unknown categories,
     duplicate ids (the later one), and, when ``images_root`` is given, missing or unreadable images.
     Blank lines are ignored. Raises :class:`DataError` when the rejected share exceeds the threshold.
     """
@@ -131,40 +135,31 @@ def read_jsonl(path: str | os.PathLike, *, images_root: str | os.PathLike | None
     rejected: list[dict] = []
     seen: dict[str, int] = {}
     n = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            n += 1
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                rejected.append(rejected_entry(path, lineno, None, None, f"malformed JSON: {e}"))
-                continue
-            row_id = row.get("id") if isinstance(row, dict) else None
-            problems = sample_problems(row, images_root)
-            if problems:
-                field = problems[0][0]
-                reason = "; ".join(f"{f}: {r}" for f, r in problems)
-                rejected.append(rejected_entry(path, lineno, row_id, field, reason))
-                continue
-            if row_id in seen:
-                rejected.append(rejected_entry(path, lineno, row_id, "id", f"duplicate id (first at line {seen[row_id]})"))
-                continue
-            seen[row_id] = lineno
-            rows.append(row)
+    for lineno, row in iter_jsonl(path, rejected, objects_only=False):
+        n += 1
+        row_id = row.get("id") if isinstance(row, dict) else None
+        problems = sample_problems(row, images_root)
+        if problems:
+            field = problems[0][0]
+            reason = "; ".join(f"{f}: {r}" for f, r in problems)
+            rejected.append(rejected_entry(path, lineno, row_id, field, reason))
+            continue
+        if row_id in seen:
+            rejected.append(rejected_entry(path, lineno, row_id, "id", f"duplicate id (first at line {seen[row_id]})"))
+            continue
+        seen[row_id] = lineno
+        rows.append(row)
+    n += sum(1 for r in rejected if r["field"] is None)  # lines the reader quarantined count as rows too
+    rejected.sort(key=lambda r: r["line"] or 0)
     check_rejected_share(path, n, rejected, max_rejected_share)
     return rows, rejected
 
 
 def dumps_row(row: dict) -> str:
     """One canonical JSON line: sorted keys, UTF-8 (no escaping), so equal rows give equal bytes."""
-    return json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
+    return dumps_line(row, sort_keys=True)
 
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Write rows deterministically (sorted keys, one per line, ``\\n`` endings, UTF-8)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(dumps_row(row) + "\n" for row in rows)
+    """Write rows deterministically (sorted keys, one per line, ``\\n`` endings, UTF-8), atomically."""
+    jsonl.write_jsonl(path, rows, sort_keys=True)

@@ -30,12 +30,13 @@ a pair refers to (with its scene), so training can build the judge's input witho
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
 from pathlib import Path
 from typing import Any
+
+from srcal.jsonl import read_jsonl, write_jsonl
 
 log = logging.getLogger("srcal.scorer.data")
 
@@ -160,25 +161,14 @@ def judge_samples(recipe, n: int, split: str) -> list[dict]:
     return out
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def model_candidates(inputs: dict[str, Path]) -> dict[str, list[str]]:
     """Candidate texts per sample id from an optional ``candidates`` input (a search stage output)."""
     if "candidates" not in inputs:
         return {}
     by: dict[str, list[str]] = {}
-    for row in _read_jsonl(Path(inputs["candidates"]) / "candidates.jsonl"):
+    for row in read_jsonl(Path(inputs["candidates"]) / "candidates.jsonl", missing_ok=True):
         by.setdefault(str(row["sample_id"]), []).append(str(row.get("text", "")))
     return by
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -240,12 +230,13 @@ def run_rscorer_data(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> di
         train_samples = judge_samples(recipe, rs.n_train_pairs // per + 1, "train")
         held_samples = judge_samples(recipe, rs.n_heldout_pairs // per + 1, "heldout")
         if extra and "data" in inputs:  # the model's own candidates: their samples join the training pool
-            rows = _read_jsonl(Path(inputs["data"]) / "calib.jsonl") + _read_jsonl(Path(inputs["data"]) / "rft.jsonl")
+            rows = (read_jsonl(Path(inputs["data"]) / "calib.jsonl", missing_ok=True)
+                    + read_jsonl(Path(inputs["data"]) / "rft.jsonl", missing_ok=True))
             train_samples = [r for r in rows if r["id"] in extra] + train_samples
     else:
         if not extra:
             raise ValueError("rscorer-data on real data needs a 'candidates' input (search on the RFT model)")
-        rows = [r for r in _read_jsonl(Path(inputs["data"]) / "rft.jsonl") if r["id"] in extra]
+        rows = [r for r in read_jsonl(Path(inputs["data"]) / "rft.jsonl", missing_ok=True) if r["id"] in extra]
         random.Random(f"{recipe.seed}:rscorer:split").shuffle(rows)
         n_held = max(1, len(rows) * rs.n_heldout_pairs // max(1, rs.n_train_pairs + rs.n_heldout_pairs))
         held_samples, train_samples = rows[:n_held], rows[n_held:]
@@ -256,10 +247,10 @@ def run_rscorer_data(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> di
     if not train or not held:
         raise RuntimeError(f"rscorer-data produced {len(train)} training and {len(held)} held-out rows; "
                            "check the labeller (summary counts) and rscorer.n_*_pairs")
-    _write_jsonl(out / "train.jsonl", train)
-    _write_jsonl(out / "heldout.jsonl", held)
+    write_jsonl(out / "train.jsonl", train)
+    write_jsonl(out / "heldout.jsonl", held)
     keep = ("id", "question", "answer", "category", "source", "scene", "description")
-    _write_jsonl(out / "samples.jsonl", [{k: s[k] for k in keep if k in s} for s in used_t + used_h])
+    write_jsonl(out / "samples.jsonl", [{k: s[k] for k in keep if k in s} for s in used_t + used_h])
     return {"counts": {"train_pairs": c_train["pairs"], "heldout_pairs": c_held["pairs"],
                        "train_rows": len(train), "heldout_rows": len(held),
                        "samples": len(used_t) + len(used_h), "model_candidates": sum(map(len, extra.values()))},

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from srcal.jsonl import append_jsonl, read_jsonl, write_jsonl
 from srcal.scorer import fmt
 
 log = logging.getLogger("srcal.scorer.score")
@@ -70,24 +70,11 @@ def independent_pair_probs(pa: Sequence[float], pb: Sequence[float]) -> tuple[fl
 # ---------------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------------
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line from a killed run: resume re-reads that pair
-                log.warning("%s: skipping an unreadable line (killed mid-write?)", path)
-    return rows
-
-
 def load_samples(data_dir: Path) -> dict[str, dict]:
     """Every sample of the data artifact by id (candidates may come from any split)."""
     out: dict[str, dict] = {}
     for name in ("calib.jsonl", "rft.jsonl", "eval.jsonl", "samples.jsonl"):
-        for s in _read_jsonl(Path(data_dir) / name):
+        for s in read_jsonl(Path(data_dir) / name, missing_ok=True):
             out.setdefault(str(s["id"]), s)
     return out
 
@@ -127,22 +114,18 @@ class JudgmentWriter:
     def __init__(self, out: Path, name: str = "judgments.jsonl"):
         self.path = Path(out) / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done = {(str(r["id"]), int(r["a"]), int(r["b"])) for r in _read_jsonl(self.path) if "p_A" in r}
+        # a torn last line from a killed run is skipped (resume re-reads that pair)
+        rows = read_jsonl(self.path, missing_ok=True)
+        self.done = {(str(r["id"]), int(r["a"]), int(r["b"])) for r in rows if "p_A" in r}
         self.resumed = len(self.done)
         if self.path.exists():  # rewrite without a torn last line, so appends start on a clean line
-            rows = _read_jsonl(self.path)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            os.replace(tmp, self.path)
+            write_jsonl(self.path, rows)
         self.path.touch()  # an empty file says "nothing judged", rather than a missing artifact
 
     def append(self, rows: list[dict]) -> None:
         if not rows:
             return
-        with open(self.path, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, rows)
         self.done |= {(str(r["id"]), int(r["a"]), int(r["b"])) for r in rows}
 
 
@@ -228,7 +211,7 @@ def score_independent(recipe, judge_dir: Path, work, writer: JudgmentWriter, out
             rows.append(_judgment_row(sid, cands[i], cands[j], list(independent_pair_probs(probs[i], probs[j]))))
         writer.append(rows)
         written += len(rows)
-    (out / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_s))
+    write_jsonl(out / "scores.jsonl", rows_s)
     return written, []
 
 
@@ -246,8 +229,9 @@ def run_score(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> dict:
     judge_dir = Path(inputs["judge"])
     meta = read_judge_meta(judge_dir)
     samples = load_samples(Path(inputs["data"]))
-    cands = group_candidates(_read_jsonl(Path(inputs["candidates"]) / "candidates.jsonl"))
-    rejected, work = [], []
+    rejected: list[dict] = []  # unreadable candidate lines (file, line, reason) land here too
+    cands = group_candidates(read_jsonl(Path(inputs["candidates"]) / "candidates.jsonl", rejected, missing_ok=True))
+    work = []
     for sid, cs in sorted(cands.items()):
         if sid not in samples:
             rejected.append({"id": sid, "reason": "sample not in the data artifact"})
@@ -265,8 +249,8 @@ def run_score(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> dict:
         finally:
             if hasattr(judge, "close"):
                 judge.close()
-    (out / "missing.jsonl").write_text("".join(json.dumps(m) + "\n" for m in missing))
-    (out / "rejected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejected))
+    write_jsonl(out / "missing.jsonl", missing)
+    write_jsonl(out / "rejected.jsonl", rejected)
     total = sum(len(pair_schedule(len(c), recipe.score.schedule, recipe.score.max_pairs_per_sample)) for _, _, c in work)
     miss_kinds: dict[str, int] = {}
     for m in missing:

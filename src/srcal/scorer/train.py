@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from srcal.jsonl import read_jsonl, write_jsonl
 from srcal.scorer import fmt
 
 log = logging.getLogger("srcal.scorer.train")
@@ -45,10 +46,6 @@ JUDGE_META = "srcal_judge.json"
 # ---------------------------------------------------------------------------------------------------
 # Reading the stage input
 # ---------------------------------------------------------------------------------------------------
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def load_pairs(data_dir: Path) -> tuple[list[dict], list[dict], dict[str, dict]]:
     data_dir = Path(data_dir)
     missing = [n for n in ("train.jsonl", "heldout.jsonl", "samples.jsonl") if not (data_dir / n).exists()]
@@ -426,10 +423,9 @@ def run_rscorer_train(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> d
     metrics.update({"train_steps": log_["steps"], "train_s": log_["train_s"], "trainer": rs.trainer,
                     "params": sum(p.numel() for p in model.parameters())})
     (out / "heldout_metrics.json").write_text(json.dumps(metrics, indent=2))
-    with open(out / "heldout_predictions.jsonl", "w") as f:
-        for r, p in zip(held_rows, probs):
-            f.write(json.dumps({"pair_id": r["pair_id"], "order": r["order"], "label": r["label"],
-                                "p_A": round(p[0], 5), "p_B": round(p[1], 5), "p_C": round(p[2], 5)}) + "\n")
+    write_jsonl(out / "heldout_predictions.jsonl",
+                [{"pair_id": r["pair_id"], "order": r["order"], "label": r["label"],
+                  "p_A": round(p[0], 5), "p_B": round(p[1], 5), "p_C": round(p[2], 5)} for r, p in zip(held_rows, probs)])
     (out / "train_log.json").write_text(json.dumps(log_, indent=2, default=str))
     log.info("rscorer: held-out agreement %.3f on %d pairs, position consistency %.3f (trained %d steps in %.0f s)",
              metrics["heldout_agreement"], metrics["heldout_pairs"], metrics["position_consistency"],
