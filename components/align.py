@@ -7,11 +7,11 @@ from components import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def align_op(recipe: str, overrides: str, round_name: str, accelerator_type: str, gpus: int, num_nodes: int,
+def align_op(recipe: str, overrides: str, step: str, accelerator_type: str, gpus: int, num_nodes: int,
              s3_secret: str, pairs: Input[Dataset],
              policy: Input[Model], base: Input[Model], data: Input[Dataset], aligned: Output[Model],
              summary: Output[Dataset]):
-    """Run the ``align`` stage: in this pod (accelerate/DeepSpeed across its GPUs when
+    """Run plan step ``step`` (``round<k>/align``: the ``align`` stage): in this pod (accelerate/DeepSpeed across its GPUs when
     ``align.world_size`` > 1), or as a Kubeflow Trainer TrainJob over ``num_nodes`` nodes. ``summary``
     is a small extract (summary.json) for the report, so it does not download the adapter."""
     from srcal import pipeline, trainjob
@@ -20,5 +20,5 @@ def align_op(recipe: str, overrides: str, round_name: str, accelerator_type: str
                                 {"pairs": pairs, "policy": policy, "base": base, "data": data}, aligned,
                                 num_nodes=num_nodes, s3_secret=s3_secret, gpus=gpus,
                                 accelerator_type=accelerator_type,
-                                options={"round": round_name})
+                                options=pipeline.step_options(step, recipe, overrides)[1])
     pipeline.extract_files(aligned.path, summary.path, ["summary.json"])

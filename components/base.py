@@ -8,10 +8,12 @@ from components import TRAIN_IMAGE
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def base_op(recipe: str, overrides: str, accelerator_type: str, gpus: int, base_model_uri: str,
-            data: Input[Dataset], base: Output[Model]):
-    """Run the ``base`` stage; a non-empty ``base_model_uri`` overrides the recipe's ``model.base``."""
+            data: Input[Dataset], base: Output[Model], summary: Output[Dataset]):
+    """Run the ``base`` stage; a non-empty ``base_model_uri`` overrides the recipe's ``model.base``.
+    ``summary`` is a small extract (summary.json) for the report."""
     from srcal import pipeline
 
     extra = [f"model.base={base_model_uri}"] if base_model_uri else []
     pipeline.run_stage("base", recipe, overrides, {"data": data.path}, base.path, extra_overrides=extra,
                        gpus=gpus, accelerator_type=accelerator_type)
+    pipeline.extract_files(base.path, summary.path, ["summary.json"])

@@ -7,11 +7,12 @@ from components import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def data_op(recipe: str, overrides: str, data_uri: str, data: Output[Dataset]):
+def data_op(recipe: str, overrides: str, data_uri: str, data: Output[Dataset], summary: Output[Dataset]):
     """Run the ``data`` stage into ``data``; with ``data_uri`` set, copy that finished artifact instead.
 
     ``data_uri`` lets a team build the splits once (``srcal data build --out s3://…``) and reuse them
-    across scheduled runs; it must be a complete srcal artifact (completion marker present).
+    across scheduled runs; it must be a complete srcal artifact (completion marker present). ``summary``
+    is a small extract (summary.json) for the report, so it does not download the images.
     """
     from srcal import pipeline
 
@@ -19,3 +20,4 @@ def data_op(recipe: str, overrides: str, data_uri: str, data: Output[Dataset]):
         pipeline.import_artifact(data_uri, data.path)
     else:
         pipeline.run_stage("data", recipe, overrides, {}, data.path)
+    pipeline.extract_files(data.path, summary.path, ["summary.json"])

@@ -7,14 +7,13 @@ from components import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def eval_op(recipe: str, overrides: str, round_name: str, accelerator_type: str, gpus: int, model: Input[Model],
+def eval_op(recipe: str, overrides: str, step: str, accelerator_type: str, gpus: int, model: Input[Model],
             base: Input[Model],
             data: Input[Dataset], evaluation: Output[Dataset], metrics: Output[Metrics]):
-    """Run the ``eval`` stage for ``round_name`` (base, rft, round1…); numeric metrics also go to the
-    KFP Metrics artifact so the UI shows them and *Compare runs* can plot them."""
+    """Run plan step ``step`` (``eval/base``, ``eval/rft``, ``eval/round1``…: the ``eval`` stage); numeric
+    metrics also go to the KFP Metrics artifact so the UI shows them and *Compare runs* can plot them."""
     from srcal import pipeline
 
-    pipeline.run_stage("eval", recipe, overrides, {"model": model.path, "base": base.path, "data": data.path},
-                       evaluation.path, options={"round": round_name}, gpus=gpus,
-                       accelerator_type=accelerator_type)
+    pipeline.run_step(step, recipe, overrides, {"model": model.path, "base": base.path, "data": data.path},
+                      evaluation.path, gpus=gpus, accelerator_type=accelerator_type)
     pipeline.log_metrics(metrics, evaluation.path, "metrics.json")

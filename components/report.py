@@ -11,18 +11,20 @@ from components import TRAIN_IMAGE
 def report_op(recipe: str, overrides: str, judge: Input[Dataset], eval_base: Input[Dataset],
               eval_rft: Input[Dataset], eval_round1: Input[Dataset], round1_search: Input[Dataset],
               round1_score: Input[Dataset], round1_curate: Input[Dataset], round1_align: Input[Dataset],
-              report: Output[Dataset], html: Output[HTML], markdown: Output[Markdown], metrics: Output[Metrics],
+              data: Input[Dataset], base: Input[Dataset], rft: Input[Dataset], rscorer_search: Input[Dataset],
+              rscorer_data: Input[Dataset], report: Output[Dataset], html: Output[HTML], markdown: Output[Markdown],
+              metrics: Output[Metrics],
               eval_round2: Input[Dataset] | None = None, round2_search: Input[Dataset] | None = None,
               round2_score: Input[Dataset] | None = None, round2_curate: Input[Dataset] | None = None,
               round2_align: Input[Dataset] | None = None,
               eval_round3: Input[Dataset] | None = None, round3_search: Input[Dataset] | None = None,
               round3_score: Input[Dataset] | None = None, round3_curate: Input[Dataset] | None = None,
               round3_align: Input[Dataset] | None = None):
-    """Run the ``report`` stage on this run's artifacts (named as ``srcal run`` names them) and copy
-    report.html / report.md into the UI artifacts.
+    """Run the ``report`` stage on this run's artifacts (named as the plan names them: ``srcal.graph``) and
+    copy report.html / report.md into the UI artifacts.
 
-    Models are deliberately not inputs (the launcher downloads every input in full): ``judge`` is the
-    judge's held-out metrics and ``roundK_align`` the align summary, both small extracts.
+    Models and images are deliberately not inputs (the launcher downloads every input in full): ``judge``
+    is the judge's held-out metrics, ``roundK_align``, ``data``, ``base`` and ``rft`` are summary extracts.
     """
     from srcal import pipeline
 
@@ -32,7 +34,8 @@ def report_op(recipe: str, overrides: str, judge: Input[Dataset], eval_base: Inp
              "eval_round2": eval_round2, "round2_search": round2_search, "round2_score": round2_score,
              "round2_curate": round2_curate, "round2_align": round2_align,
              "eval_round3": eval_round3, "round3_search": round3_search, "round3_score": round3_score,
-             "round3_curate": round3_curate, "round3_align": round3_align}
+             "round3_curate": round3_curate, "round3_align": round3_align, "data": data, "base": base, "rft": rft,
+             "rscorer_search": rscorer_search, "rscorer_data": rscorer_data}
     parts = {name: art.path for name, art in parts.items() if art is not None}
     pipeline.run_report(recipe, overrides, parts, report.path, html.path, markdown.path, metrics)
 

@@ -17,22 +17,22 @@ def shard_indexes_op(shards: int) -> List[int]:  # noqa: UP006
 
 
 @dsl.component(base_image=VLLM_IMAGE, install_kfp_package=False)
-def search_op(recipe: str, overrides: str, round_name: str, accelerator_type: str, gpus: int, shard: int,
+def search_op(recipe: str, overrides: str, step: str, accelerator_type: str, gpus: int, shard: int,
               shards: int, policy: Input[Model],
               base: Input[Model], data: Input[Dataset], candidates: Output[Dataset]):
-    """Run the ``search`` stage on calibration shard ``shard``/``shards`` with round ``round_name``'s policy."""
+    """Run shard ``shard``/``shards`` of plan step ``step`` (``round<k>/search``: calibration split, round
+    k's policy; ``rscorer/search``: the rft split, one shard) with the options the plan gives it."""
     from srcal import pipeline
 
-    pipeline.run_stage("search", recipe, overrides, {"policy": policy.path, "base": base.path, "data": data.path},
-                       candidates.path, options={"shard": f"{shard}/{shards}", "split": "calib", "round": round_name},
-                       gpus=gpus, accelerator_type=accelerator_type)
+    pipeline.run_step(step, recipe, overrides, {"policy": policy.path, "base": base.path, "data": data.path},
+                      candidates.path, shard=f"{shard}/{shards}", gpus=gpus, accelerator_type=accelerator_type)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def search_merge_op(recipe: str, overrides: str, shards: Input[List[Dataset]],  # noqa: UP006
+def search_merge_op(recipe: str, overrides: str, step: str, shards: Input[List[Dataset]],  # noqa: UP006
                     candidates: Output[Dataset]):
-    """Run ``search-merge`` over the shard outputs collected from the ParallelFor."""
+    """Run ``search-merge`` for plan step ``step`` over the shard outputs collected from the ParallelFor."""
     from srcal import pipeline
 
     inputs = {f"shard{i}": a.path for i, a in enumerate(shards)}
-    pipeline.run_stage("search-merge", recipe, overrides, inputs, candidates.path)
+    pipeline.run_step(step, recipe, overrides, inputs, candidates.path)

@@ -1,13 +1,24 @@
 """The SRC pipeline: wiring only (tasks, resources, secrets); every stage runs in ``srcal``.
 
-Graph (rounds unrolled at compile time; KFP has no runtime loops)::
+Graph: the steps of ``srcal.graph.build_plan(recipe)`` — the same plan ``srcal run`` expands — one task
+per step, named by its key (``round1/search`` → ``round1-search``), fed from the producers the plan names
+(the table :data:`STAGE_OPS` maps each stage to its component and output). Rounds are unrolled at compile
+time (KFP has no runtime loops), so the DAG is compiled for a recipe (``srcal pipeline compile --recipe``;
+the checked-in YAML is the tiny recipe's, 3 rounds). A step that fans out (each round's search) becomes a
+ParallelFor over ``shards`` plus ``search-merge``. Pipeline-only tasks, not stages of the method, stay here:
+the shard indexes, ``rscorer-serve`` (the judge as a KServe InferenceService, after the judge step),
+``export`` (after the report) and ``rscorer-teardown`` (exit handler: deletes the judge endpoint even if a
+round failed)::
 
-    data ─ base ─ rft ─┬─ eval(base), eval(rft)
-                       └─ rscorer-data ─ rscorer-train ─ rscorer-serve (KServe)
-    round k = 1..3:  search shards (ParallelFor) ─ search-merge ─ score ─ curate ─ align ─ eval(round k)
-    report ─ export;  exit handler: rscorer-teardown (deletes the judge endpoint even if a round failed)
+    data ─ base ─ rft ─┬─ eval-base, eval-rft
+                       └─ rscorer-search ─ rscorer-data ─ rscorer-judge ─ rscorer-serve
+    round k:  round<k>-search (ParallelFor + merge) ─ round<k>-score ─ round<k>-curate ─ round<k>-align ─ eval-round<k>
+    report ─ export;  exit handler: rscorer-teardown
 
-GPU steps (base, rft, eval, search, rscorer-train, align) get the accelerator type/count, the GPU
+Components get their plan step key and resolve its options from the run's recipe
+(``srcal.pipeline.run_step``), so options never diverge from ``srcal run``'s.
+
+GPU steps (the plan's ``placement: gpu``: base, rft, eval, search, rscorer-train, align) get the accelerator type/count, the GPU
 node selector, the GPU tolerations and a memory-backed /dev/shm from pipeline parameters
 (kfp-kubernetes). Every other step gets the CPU node selector and no toleration, so it stays off
 tainted GPU nodes. The judge's GPU is requested by the InferenceService that rscorer-serve creates,
@@ -32,8 +43,11 @@ from components.rscorer_serve import rscorer_serve_op, rscorer_teardown_op
 from components.rscorer_train import rscorer_train_op
 from components.score import score_op
 from components.search import search_merge_op, search_op, shard_indexes_op
+from srcal import graph
+from srcal.config import load_recipe
 
 PIPELINE_NAME = "srcal"
+DEFAULT_RECIPE = "tiny"
 DEFAULT_ROUNDS = 3
 MAX_ROUNDS = 3  # the report component takes up to three rounds' artifacts (the paper runs three)
 
@@ -42,8 +56,25 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_UR
 
 # Steps whose work is transient (network, API server, preemptible nodes): retried with backoff.
 RETRIES = 2
-# GPU steps: display-name prefixes, used by the tests and docs to check exactly these carry GPU settings.
+# GPU steps: the stages the plan places on GPUs (srcal.graph), used by the tests and docs.
 GPU_STEPS = ("base", "rft", "eval", "search", "rscorer-train", "align")
+
+# stage -> (component, its main output, the small extract the report reads instead (None: the main
+# output), the *_gpus parameter of GPU stages). search-merge is the fan-out's second half (search).
+STAGE_OPS = {
+    "data": (data_op, "data", "summary", None),
+    "base": (base_op, "base", "summary", "base_gpus"),
+    "rft": (rft_op, "rft", "summary", "rft_gpus"),
+    "eval": (eval_op, "evaluation", None, "eval_gpus"),
+    "search": (search_op, "candidates", None, "search_gpus"),
+    "rscorer-data": (rscorer_data_op, "rscorer_data", None, None),
+    "rscorer-train": (rscorer_train_op, "judge", "judge_eval", "rscorer_gpus"),
+    "score": (score_op, "judgments", None, None),
+    "curate": (curate_op, "pairs", None, None),
+    "align": (align_op, "aligned", "summary", "align_gpus"),
+    "report": (report_op, "report", None, None),
+}
+RETRIED = ("data", "eval", "search", "rscorer-data", "score")  # transient failures (network, preemption)
 
 
 def _gpu(task: dsl.PipelineTask, gpus, p: dict) -> dsl.PipelineTask:
@@ -90,16 +121,21 @@ def _common(task: dsl.PipelineTask, name: str, p: dict, *, retry: bool = False,
     return task
 
 
-def build_pipeline(rounds: int = DEFAULT_ROUNDS):
-    """Return the pipeline function with ``rounds`` unrolled SRC rounds (1 to :data:`MAX_ROUNDS`)."""
+def build_pipeline(recipe: str = DEFAULT_RECIPE, rounds: int | None = None, overrides: list[str] | tuple = ()):
+    """Return the pipeline function for ``recipe``'s plan (``rounds`` overrides its round count, 1 to
+    :data:`MAX_ROUNDS`); the pipeline's ``recipe`` parameter defaults to that recipe."""
+    rec = load_recipe(recipe, [*overrides, *([f"rounds={rounds}"] if rounds is not None else [])])
+    rounds = rec.rounds
     if not 1 <= rounds <= MAX_ROUNDS:
         raise ValueError(f"rounds={rounds}: the pipeline supports 1 to {MAX_ROUNDS} rounds")
+    plan = graph.build_plan(rec)
+    recipe_name = recipe
 
     @dsl.pipeline(name=PIPELINE_NAME, description=(
         f"Self-Rationale Calibration (SRC) for vision-language models: RFT, R-Scorer, {rounds} rounds of "
         "sentence-level beam search, pairwise scoring, confidence-weighted curation and DPO+SFT."))
     def srcal_pipeline(
-        recipe: str = "tiny",
+        recipe: str = recipe_name,
         overrides: str = "[]",
         base_model_uri: str = "",
         data_uri: str = "",
@@ -148,71 +184,81 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS):
         _cpu(_common(teardown, "rscorer-teardown", p, retry=True, cache=False), p)
 
         with dsl.ExitHandler(teardown, name="src"):
-            data = _cpu(_common(data_op(**cfg, data_uri=data_uri), "data", p, retry=True), p)
-            data_a = data.outputs["data"]
-            base = _gpu(_common(base_op(**cfg, accelerator_type=accelerator_type, gpus=base_gpus, base_model_uri=base_model_uri, data=data_a), "base", p),
-                        base_gpus, p)
-            base_a = base.outputs["base"]
-            rft = _gpu(_common(rft_op(**cfg, accelerator_type=accelerator_type, gpus=rft_gpus, num_nodes=train_nodes, s3_secret=s3_secret, base=base_a, data=data_a),
-                               "rft", p), rft_gpus, p)
-            rft.set_env_variable("SRCAL_IMAGE", TRAIN_IMAGE)  # a multi-node TrainJob runs the same image
-
-            def evaluate(name: str, model):
-                t = eval_op(**cfg, round_name=name, accelerator_type=accelerator_type, gpus=eval_gpus, model=model, base=base_a, data=data_a)
-                return _gpu(_common(t, f"eval-{name}", p, retry=True), eval_gpus, p)
-
-            eval_base = evaluate("base", base_a)
-            eval_rft = evaluate("rft", rft.outputs["rft"])
-
-            rdata = _cpu(_common(rscorer_data_op(**cfg, data=data_a, base=base_a, rft=rft.outputs["rft"]),
-                                 "rscorer-data", p, retry=True), p)
-            rtrain = _gpu(_common(rscorer_train_op(**cfg, accelerator_type=accelerator_type, gpus=rscorer_gpus, rscorer_data=rdata.outputs["rscorer_data"]),
-                                  "rscorer-train", p), rscorer_gpus, p)
-            judge = rtrain.outputs["judge"]
-            serve = rscorer_serve_op(judge_serving=judge_serving, run_id=run_id, judge=judge,
-                                     runtime=judge_runtime, service_account=judge_service_account,
-                                     accelerator_type=accelerator_type, gpus=judge_gpus,
-                                     node_selector=gpu_node_selector, tolerations=gpu_tolerations,
-                                     ready_timeout_s=judge_ready_timeout_s)
-            _cpu(_common(serve, "rscorer-serve", p, retry=True, cache=False), p)
-            # A cached score must never outlive the endpoint it was computed against: the URL is an input.
-
-            policy = rft.outputs["rft"]
-            per_round: dict[str, object] = {}
-            for k in range(1, rounds + 1):
-                r = f"round{k}"
-                indexes = _cpu(_common(shard_indexes_op(shards=shards), f"{r}-shards", p), p)
-                with dsl.ParallelFor(indexes.output, name=f"{r}-search") as shard:
-                    search = search_op(**cfg, round_name=r, accelerator_type=accelerator_type, gpus=search_gpus, shard=shard, shards=shards, policy=policy, base=base_a, data=data_a)
-                    _gpu(_common(search, f"search-{r}", p, retry=True), search_gpus, p)
-                merge = _cpu(_common(search_merge_op(**cfg, shards=dsl.Collected(search.outputs["candidates"])),
-                                     f"search-merge-{r}", p), p)
-                cands = merge.outputs["candidates"]
-                score = score_op(**cfg, judge_serving=judge_serving, judge_url=serve.output,
-                                 accelerator_type=accelerator_type, gpus=score_gpus, candidates=cands, judge=judge,
-                                 data=data_a)
-                _score_placement(_common(score, f"score-{r}", p, retry=True), p)
-                curate = _cpu(_common(curate_op(**cfg, judgments=score.outputs["judgments"], candidates=cands,
-                                                data=data_a), f"curate-{r}", p), p)
-                align = _gpu(_common(align_op(**cfg, round_name=r, accelerator_type=accelerator_type, gpus=align_gpus, num_nodes=train_nodes, s3_secret=s3_secret,
-                                              pairs=curate.outputs["pairs"], policy=policy, base=base_a,
-                                              data=data_a), f"align-{r}", p), align_gpus, p)
-                align.set_env_variable("SRCAL_IMAGE", TRAIN_IMAGE)
-                policy = align.outputs["aligned"]
-                ev = evaluate(r, policy)
-                # Report inputs named as `srcal run` names them (srcal.flow.plan_run).
-                per_round.update({f"eval_{r}": ev.outputs["evaluation"], f"{r}_search": cands,
-                                  f"{r}_score": score.outputs["judgments"], f"{r}_curate": curate.outputs["pairs"],
-                                  f"{r}_align": align.outputs["summary"]})
-
-            report = report_op(**cfg, judge=rtrain.outputs["judge_eval"], eval_base=eval_base.outputs["evaluation"],
-                               eval_rft=eval_rft.outputs["evaluation"], **per_round)
-            _cpu(_common(report, "report", p), p)
-            export = export_op(s3_prefix=s3_prefix, run_id=run_id, report=report.outputs["report"], policy=policy,
-                               judge_eval=rtrain.outputs["judge_eval"])
-            _cpu(_common(export, "export", p, retry=True, cache=False), p)
+            _plan_tasks(plan, p, cfg, run_id)
 
     return srcal_pipeline
 
 
-srcal_pipeline = build_pipeline(DEFAULT_ROUNDS)
+def _plan_tasks(plan: list, p: dict, cfg: dict, run_id) -> None:
+    """One task per plan step, in plan order, wired from the producers the plan names, plus the
+    pipeline-only tasks (judge endpoint after the judge step, export after the report)."""
+    outs: dict[str, object] = {}  # step key -> its main output
+    small: dict[str, object] = {}  # step key -> what the report reads (a small extract where there is one)
+    serve = None
+    for step in plan:
+        op, out_name, small_name, gpus_param = STAGE_OPS[step.stage]
+        name = graph.task_name(step.key)
+        ins = {k: (small if step.stage == "report" else outs)[src] for k, src in step.inputs.items()}
+        kw: dict = dict(cfg)
+        if gpus_param:
+            kw.update(accelerator_type=p["accelerator_type"], gpus=p[gpus_param])
+        if step.options or step.fan_out:  # the component resolves them from its step key (run_step)
+            kw["step"] = step.key
+        if step.stage == "data":
+            kw["data_uri"] = p["data_uri"]
+        elif step.stage == "base":
+            kw["base_model_uri"] = p["base_model_uri"]
+        elif step.stage in ("rft", "align"):
+            kw.update(num_nodes=p["train_nodes"], s3_secret=p["s3_secret"])
+        elif step.stage == "score":
+            kw.update(judge_serving=p["judge_serving"], judge_url=serve.output, accelerator_type=p["accelerator_type"],
+                      gpus=p["score_gpus"])
+        if step.fan_out:
+            task, out = _fan_out(step, name, ins, kw, p)
+        else:
+            if step.stage == "search":
+                kw.update(shard=0, shards=1)
+            task = op(**kw, **ins)
+            out = task.outputs[out_name]
+            _common(task, name, p, retry=step.stage in RETRIED)
+            if step.stage == "score":
+                _score_placement(task, p)
+            elif step.gpu:
+                _gpu(task, p[gpus_param], p)
+            else:
+                _cpu(task, p)
+            if step.stage in ("rft", "align"):
+                task.set_env_variable("SRCAL_IMAGE", TRAIN_IMAGE)  # a multi-node TrainJob runs the same image
+        outs[step.key] = out
+        small[step.key] = task.outputs[small_name] if small_name and not step.fan_out else out
+        if step.stage == "rscorer-train":
+            # A cached score must never outlive the endpoint it was computed against: the URL is an input.
+            serve = rscorer_serve_op(judge_serving=p["judge_serving"], run_id=run_id, judge=out,
+                                     runtime=p["judge_runtime"], service_account=p["judge_service_account"],
+                                     accelerator_type=p["accelerator_type"], gpus=p["judge_gpus"],
+                                     node_selector=p["gpu_node_selector"], tolerations=p["gpu_tolerations"],
+                                     ready_timeout_s=p["judge_ready_timeout_s"])
+            _cpu(_common(serve, "rscorer-serve", p, retry=True, cache=False), p)
+        if step.stage == "report":
+            final = next(s.key for s in reversed(plan) if s.stage == "align")
+            judge = next(s.key for s in plan if s.stage == "rscorer-train")
+            export = export_op(s3_prefix=p["s3_prefix"], run_id=run_id, report=out, policy=outs[final],
+                               judge_eval=small[judge])
+            _cpu(_common(export, "export", p, retry=True, cache=False), p)
+
+
+def _fan_out(step, name: str, ins: dict, kw: dict, p: dict):
+    """A step over ``shards`` shards: shard indexes, a ParallelFor of the stage, ``search-merge`` of the
+    collected outputs (task ``name``, the step's key: what consumers read). Returns (merge task, output)."""
+    op, out_name, _, gpus_param = STAGE_OPS[step.stage]
+    indexes = _cpu(_common(shard_indexes_op(shards=p["shards"]), f"{name}-shard-indexes", p), p)
+    with dsl.ParallelFor(indexes.output, name=f"{name}-shards") as shard:
+        task = op(**kw, shard=shard, shards=p["shards"], **ins)
+        _gpu(_common(task, f"{name}-shard", p, retry=True), p[gpus_param], p)
+    merge = search_merge_op(recipe=kw["recipe"], overrides=kw["overrides"], step=step.key,
+                            shards=dsl.Collected(task.outputs[out_name]))
+    _cpu(_common(merge, name, p), p)
+    return merge, merge.outputs["candidates"]
+
+
+srcal_pipeline = build_pipeline(DEFAULT_RECIPE)

@@ -61,7 +61,8 @@ def test_plan_layout_and_wiring():
     recipe = load_recipe("tiny")  # rounds: 3
     steps = flow.plan_run(recipe, "/r")
     keys = [s.key for s in steps]
-    assert keys[:7] == ["data", "base", "eval/base", "rft", "eval/rft", "rscorer/data", "rscorer/judge"]
+    assert keys[:8] == ["data", "base", "eval/base", "rft", "eval/rft", "rscorer/search", "rscorer/data",
+                        "rscorer/judge"]
     for k in (1, 2, 3):
         assert [f"round{k}/search", f"round{k}/score", f"round{k}/curate", f"round{k}/align", f"eval/round{k}"] == \
             keys[keys.index(f"round{k}/search"):keys.index(f"round{k}/search") + 5]
@@ -69,13 +70,14 @@ def test_plan_layout_and_wiring():
     by = {s.key: s for s in steps}
     # round k searches with, and is aligned on top of, round k−1's policy (round 1: RFT)
     assert by["round1/search"].inputs["policy"] == "/r/rft"
+    assert by["round1/search"].options == {"split": "calib", "round": "round1", "shard": "0/1"}
     assert by["round2/search"].inputs["policy"] == "/r/round1/align"
     assert by["round3/align"].inputs["policy"] == "/r/round2/align"
     assert by["round2/align"].options == {"round": "round2"}
     assert by["eval/round3"].inputs["model"] == "/r/round3/align" and by["eval/round3"].options == {"round": "round3"}
     assert by["round1/curate"].inputs == {"judgments": "/r/round1/score", "candidates": "/r/round1/search",
                                           "data": "/r/data"}
-    assert {"eval_base", "eval_rft", "eval_round3", "judge", "round2_curate"} <= set(by["report"].inputs)
+    assert {"eval_base", "eval_rft", "eval_round3", "judge", "round2_curate", "rscorer_search"} <= set(by["report"].inputs)
     # every input is produced by an earlier step (a topological order)
     produced = set()
     for s in steps:
@@ -83,14 +85,17 @@ def test_plan_layout_and_wiring():
         produced.add(s.output)
 
 
-def test_plan_real_data_trains_the_judge_on_rft_candidates():
-    """Real data has no oracle scenes: rscorer-data reads round 1's search (the RFT model's candidates)."""
+@pytest.mark.parametrize("world", ["shapes", "real"])
+def test_plan_trains_the_judge_on_the_rft_policy_candidates_of_the_rft_split(world):
+    """Both worlds: rscorer-data reads rscorer/search — the RFT policy on the rft split, at most
+    rscorer.policy_samples samples — never round 1's calibration search (bug 1: disjoint splits gave 0 rows)."""
     recipe = load_recipe("tiny", ["rounds=1"])
-    recipe.data.world = "real"  # plan only; the tiny model cannot run on real data
-    keys = [s.key for s in flow.plan_run(recipe, "/r")]
-    assert keys.index("round1/search") < keys.index("rscorer/data") < keys.index("round1/score")
+    recipe.data.world = world  # plan only; the tiny model cannot run on real data
     by = {s.key: s for s in flow.plan_run(recipe, "/r")}
-    assert by["rscorer/data"].inputs["candidates"] == "/r/round1/search"
+    assert by["rscorer/data"].inputs["candidates"] == "/r/rscorer/search"
+    assert by["rscorer/search"].inputs["policy"] == "/r/rft"
+    assert by["rscorer/search"].options == {"split": "rft", "shard": "0/1",
+                                            "limit": str(recipe.rscorer.policy_samples)}
 
 
 def test_plan_shards_search_and_merges():

@@ -4,10 +4,11 @@ The flow only *wires* stages; every step is ``srcal.stages.execute(name, recipe,
 the very call a KFP component makes — so there is no second implementation of any stage here. What
 this module adds is what a local orchestrator is for:
 
-* **the plan** (:func:`plan_run`): the DAG of the method as an ordered list of steps with their run-directory
-  layout (DESIGN §4)::
+* **the plan** (:func:`plan_run`): :func:`srcal.graph.build_plan` — the one description of the method that
+  the Kubeflow pipeline is built from too — expanded into local steps with their run-directory layout
+  (DESIGN §4)::
 
-      data/  base/  rft/  rscorer/data/  rscorer/judge/
+      data/  base/  rft/  rscorer/search/  rscorer/data/  rscorer/judge/
       round1/search/  round1/score/  round1/curate/  round1/align/   (… round2/, round3/)
       eval/base/  eval/rft/  eval/round1/ …   report/
       metrics.json  report.md  report.html    (copied out of report/)
@@ -32,22 +33,12 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srcal.graph import Step, round_names  # noqa: F401 - re-exported: flow.Step, flow.round_names
+
 log = logging.getLogger("srcal.flow")
-
-
-@dataclass
-class Step:
-    """One stage invocation of the plan: ``stage`` from ``inputs`` (name → URI) to ``output`` (a URI)."""
-
-    key: str  # the run-relative output path, unique, e.g. "round1/search"
-    stage: str
-    inputs: dict[str, str]
-    output: str
-    options: dict[str, str] = field(default_factory=dict)
 
 
 def _join(root: str, rel: str) -> str:
@@ -56,68 +47,16 @@ def _join(root: str, rel: str) -> str:
     return store.join(root, *rel.split("/"))
 
 
-def round_names(recipe) -> list[str]:
-    """Evaluated models in order: base, rft, round1 … round<rounds>."""
-    return ["base", "rft"] + [f"round{k}" for k in range(1, recipe.rounds + 1)]
-
-
 def plan_run(recipe, out: str) -> list[Step]:
-    """The method as an ordered list of steps (a valid topological order of the DAG).
+    """The method's steps under run directory ``out``: :func:`srcal.graph.build_plan` expanded locally.
 
-    Search runs in ``search.shards`` shards merged by ``search-merge`` when more than one is asked for
-    (the pipeline fans them out; locally they run one after another). Evaluation of each model follows
-    the step that made it, so a run killed late still has the earlier rounds' metrics.
+    Search runs in ``search.shards`` shards (``<round>/search-shards/<i>``, one after another) merged by
+    ``search-merge`` at ``<round>/search`` when more than one is asked for; the pipeline fans the same
+    shards out in a ParallelFor. The order is the plan's (a topological order).
     """
-    steps: list[Step] = []
-    u = lambda rel: _join(out, rel)
+    from srcal import graph
 
-    def add(key: str, stage: str, inputs: dict[str, str], **options: str) -> str:
-        steps.append(Step(key, stage, inputs, u(key), {k: str(v) for k, v in options.items()}))
-        return u(key)
-
-    data = add("data", "data", {})
-    base = add("base", "base", {"data": data})
-    add("eval/base", "eval", {"model": base, "base": base, "data": data}, round="base")
-    rft = add("rft", "rft", {"base": base, "data": data})
-    add("eval/rft", "eval", {"model": rft, "base": base, "data": data}, round="rft")
-    # R-Scorer's pairs: the shapes world labels its own scenes; real data needs the RFT model's candidates
-    # (round 1's search, which runs from the RFT policy), so there the judge is trained after that search.
-    judge_needs_candidates = recipe.data.world == "real"
-
-    def add_judge(candidates: str | None) -> str:
-        rin = {"data": data, "base": base, "rft": rft, **({"candidates": candidates} if candidates else {})}
-        rdata = add("rscorer/data", "rscorer-data", rin)
-        return add("rscorer/judge", "rscorer-train", {"rscorer_data": rdata})
-
-    judge = None if judge_needs_candidates else add_judge(None)
-    policy = rft
-    for k in range(1, recipe.rounds + 1):
-        r = f"round{k}"
-        n = recipe.search.shards
-        if n == 1:
-            cands = add(f"{r}/search", "search", {"policy": policy, "base": base, "data": data},
-                        split="calib", shard="0/1", round=r)
-        else:
-            shards = {f"shard{i}": add(f"{r}/search-shards/{i}", "search",
-                                       {"policy": policy, "base": base, "data": data},
-                                       split="calib", shard=f"{i}/{n}", round=r)
-                      for i in range(n)}
-            cands = add(f"{r}/search", "search-merge", shards)
-        if judge is None:
-            judge = add_judge(cands)
-        judg = add(f"{r}/score", "score", {"candidates": cands, "judge": judge, "data": data})
-        pairs = add(f"{r}/curate", "curate", {"judgments": judg, "candidates": cands, "data": data})
-        policy = add(f"{r}/align", "align", {"pairs": pairs, "policy": policy, "base": base, "data": data}, round=r)
-        add(f"eval/{r}", "eval", {"model": policy, "base": base, "data": data}, round=r)
-    report_inputs = {f"eval_{name}": u(f"eval/{name}") for name in round_names(recipe)}
-    report_inputs["judge"] = judge
-    for k in range(1, recipe.rounds + 1):
-        for part in ("search", "score", "curate", "align"):
-            report_inputs[f"round{k}_{part}"] = u(f"round{k}/{part}")
-    for key in ("data", "base", "rft", "rscorer/data"):
-        report_inputs[key.replace("/", "_")] = u(key)
-    add("report", "report", report_inputs)
-    return steps
+    return graph.expand(graph.build_plan(recipe), recipe.search.shards, lambda rel: _join(out, rel))
 
 
 def default_out(recipe_name: str) -> str:

@@ -79,6 +79,31 @@ def run_stage(stage: str, recipe: str, overrides: str, inputs: dict[str, str], o
     return summary
 
 
+def step_options(step: str, recipe: str, overrides: str, shard: str | None = None) -> tuple[str, dict[str, str]]:
+    """(stage, options) of plan step ``step`` (``srcal.graph``) under the run's recipe and overrides.
+
+    Components receive their plan step key, not its options: the options are resolved here, from the recipe
+    the run actually uses (a submit-time ``--set`` reaches them), by the very plan the DAG was compiled from.
+    """
+    from srcal import graph
+
+    try:
+        return graph.step_options(load_component_recipe(recipe, overrides), step, shard)
+    except (KeyError, ValueError) as e:
+        raise PipelineError(f"{e.args[0]}; was the pipeline compiled for another recipe or round count? "
+                            "recompile it with `srcal pipeline compile --recipe <recipe>`") from e
+
+
+def run_step(step: str, recipe: str, overrides: str, inputs: dict[str, str], output: str, *,
+             shard: str | None = None, extra_overrides: list[str] | tuple = (), gpus: int | None = None,
+             accelerator_type: str = "nvidia.com/gpu") -> dict:
+    """Run plan step ``step`` (one shard of it with ``shard="i/n"``) as :func:`run_stage`, with the stage and
+    options the plan gives it: the same call ``srcal run`` makes for that step."""
+    stage, options = step_options(step, recipe, overrides, shard)
+    return run_stage(stage, recipe, overrides, inputs, output, options=options, extra_overrides=extra_overrides,
+                     gpus=gpus, accelerator_type=accelerator_type)
+
+
 def check_gpus(gpus: int | None, accelerator_type: str = "nvidia.com/gpu") -> None:
     """Fail fast, with the fix, when a GPU step sees fewer GPUs than its ``*_gpus`` parameter asked for
     (a wrong accelerator type, or a node pool without the device plugin), instead of training on CPU.
@@ -238,16 +263,22 @@ def default_package() -> Path:
     return repo_root() / "pipelines" / PACKAGE_NAME
 
 
-def build_pipeline(rounds: int):
-    """The pipeline function with ``rounds`` unrolled rounds (imports kfp and the components)."""
+def build_pipeline(recipe: str | int = "tiny", rounds: int | None = None, overrides: list[str] | tuple = ()):
+    """The pipeline function for ``recipe``'s plan (``srcal.graph``), ``rounds`` overriding its round count
+    (imports kfp and the components). An int first argument is a round count of the tiny recipe (the
+    signature before the plan existed)."""
+    from srcal.config import RecipeError
+
+    if isinstance(recipe, int):
+        recipe, rounds = "tiny", recipe
     root = str(repo_root())
     if root not in sys.path:
         sys.path.insert(0, root)
     from pipelines.srcal_pipeline import build_pipeline as build
 
     try:
-        return build(rounds)
-    except ValueError as e:
+        return build(recipe, rounds, overrides)
+    except (ValueError, RecipeError) as e:
         raise PipelineError(str(e)) from e
 
 
@@ -264,14 +295,16 @@ def retag_images(text: str, image_tag: str | None = None, registry: str | None =
     return text
 
 
-def compile_pipeline(output: str | os.PathLike | None = None, *, rounds: int = 3, image_tag: str | None = None,
+def compile_pipeline(output: str | os.PathLike | None = None, *, recipe: str = "tiny", rounds: int | None = None,
+                     overrides: list[str] | tuple = (), image_tag: str | None = None,
                      registry: str | None = None) -> Path:
-    """Compile the pipeline to ``output`` (default: the checked-in ``pipelines/srcal_pipeline.yaml``)."""
+    """Compile ``recipe``'s plan (``rounds`` overriding its round count) to ``output`` (default: the
+    checked-in ``pipelines/srcal_pipeline.yaml``, the tiny recipe's plan, 3 rounds)."""
     from kfp import compiler
 
     out = Path(output) if output else default_package()
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(rounds), str(out))
+    compiler.Compiler().compile(build_pipeline(recipe, rounds, overrides), str(out))
     text = canonical_header(out.read_text())
     if image_tag or registry:
         text = retag_images(text, image_tag, registry)
