@@ -144,12 +144,80 @@ def test_chosen_pool_correct_picks_the_best_right_candidate():
     none_right = curate.select_pair(m, "weighted", min_margin=0.0, min_confidence=0.0,
                                     correct=[False, False, False], chosen_pool="correct")
     assert none_right.drop_reason == "no_correct_candidate"
-    only_worst_right = curate.select_pair(m, "weighted", min_margin=0.0, min_confidence=0.0,
-                                          correct=[False, True, False], chosen_pool="correct")
-    assert only_worst_right.drop_reason == "no_preference"
     all_right = curate.select_pair(m, "weighted", min_margin=0.1, min_confidence=0.1,
                                    correct=[True, True, True], chosen_pool="correct")
     assert (all_right.best, all_right.worst, all_right.drop_reason) == (0, 1, None)
+
+
+def test_rejected_is_never_the_chosen_one_under_the_correct_pool():
+    """Same matrix, weighted scores s = (.9, .2, .4); only candidate 1 — the judge's overall worst — is
+    right. Before the fix rejected = argmin over all = 1 = chosen, and the sample was dropped as
+    no_preference. Now rejected = the worst of the others {0 (.9), 2 (.4)} = 2, and the margin is the
+    judge's direct reading P(1≻2) − ½ = .6 − .5 = +.1 (the weighted score and the direct reading disagree
+    on 1 vs 2), so the pair is kept at min_margin 0 and dropped as low_margin at .2."""
+    m = _matrix(0.9, 0.5, 0.6, 0.8, 0.0, 0.2)
+    sel = curate.select_pair(m, "weighted", min_margin=0.0, min_confidence=0.0,
+                             correct=[False, True, False], chosen_pool="correct")
+    assert (sel.best, sel.worst, sel.drop_reason) == (1, 2, None)
+    assert sel.margin == pytest.approx(0.1)
+    strict = curate.select_pair(m, "weighted", min_margin=0.2, min_confidence=0.0,
+                                correct=[False, True, False], chosen_pool="correct")
+    assert (strict.best, strict.worst, strict.drop_reason) == (1, 2, "low_margin")
+
+
+def test_pick_hand_computed():
+    """s = (.3, .9, .1, .1): all → chosen 1 (.9), rejected 2 (.1; tie with 3 → lower index).
+    correct (T, F, F, T) → chosen 0 (.3), rejected = worst of {1, 2, 3} = 2.
+    rap_ok (F, F, T, T) with chosen_rap_format → chosen 2 (.1 ties 3; lower index), rejected = worst of
+    {0, 1, 3} = 3 (.1). Nothing right → no_correct_candidate; no ground truth (all None) → the whole pool."""
+    s = [0.3, 0.9, 0.1, 0.1]
+    assert curate.pick(s) == (1, 2, None)
+    assert curate.pick(s, correct=[True, False, False, True], chosen_pool="correct") == (0, 2, None)
+    assert curate.pick(s, rap_ok=[False, False, True, True], chosen_rap_format=True) == (2, 3, None)
+    assert curate.pick(s, correct=[False] * 4, chosen_pool="correct")[2] == "no_correct_candidate"
+    assert curate.pick(s, correct=[None] * 4, chosen_pool="correct") == (1, 2, None)
+    assert curate.pick(s, rap_ok=[False] * 4, chosen_rap_format=True)[2] == "no_well_formed_candidate"
+
+
+def test_no_ground_truth_sample_falls_back_to_all_candidates():
+    """Before the fix, chosen_pool=correct with correct = (None, None, None) found no right candidate and
+    dropped the sample (every sample of a split without answers). Now it is selected like chosen_pool=all:
+    s = (.9, .2, .4) → chosen 0, rejected 1, margin P(0≻1) − ½ = .4."""
+    m = _matrix(0.9, 0.5, 0.6, 0.8, 0.0, 0.2)
+    sel = curate.select_pair(m, "weighted", min_margin=0.1, min_confidence=0.1, correct=[None] * 3,
+                             chosen_pool="correct", require_correct=True)
+    assert (sel.best, sel.worst, sel.drop_reason) == (0, 1, None)
+    assert sel.margin == pytest.approx(0.4)
+
+
+def test_oracle_selection_hand_computed():
+    """Factuality f = (.5, None, 1.0, .25); candidate 1 makes no checkable claim and is not ranked.
+    all: chosen 2 (1.0), rejected 3 (.25), margin ½(1.0 − .25) = .375, confidence 1.
+    correct (T, T, F, T): chosen = best right rankable = 0 (.5), rejected = worst of {2, 3} = 3,
+    margin ½(.5 − .25) = .125 → kept at min_margin .1, low_margin at .2.
+    require_correct with pool all: chosen 2 is wrong → chosen_wrong."""
+    f = [0.5, None, 1.0, 0.25]
+    sel = curate.select_by_oracle(f, min_margin=0.1, min_confidence=0.5)
+    assert (sel.best, sel.worst, sel.drop_reason) == (2, 3, None)
+    assert sel.margin == pytest.approx(0.375) and sel.confidence == 1.0
+    right = [True, True, False, True]
+    sel = curate.select_by_oracle(f, min_margin=0.1, min_confidence=0.5, correct=right, chosen_pool="correct")
+    assert (sel.best, sel.worst, sel.drop_reason) == (0, 3, None)
+    assert sel.margin == pytest.approx(0.125)
+    assert curate.select_by_oracle(f, min_margin=0.2, min_confidence=0.5, correct=right,
+                                   chosen_pool="correct").drop_reason == "low_margin"
+    assert curate.select_by_oracle(f, min_margin=0.1, min_confidence=0.5, correct=right,
+                                   require_correct=True).drop_reason == "chosen_wrong"
+    assert curate.select_by_oracle([0.5, None, 0.5], min_margin=0, min_confidence=0).drop_reason == "no_preference"
+    assert curate.select_by_oracle([None, 0.5, None], min_margin=0, min_confidence=0).drop_reason == "no_preference"
+
+
+def test_judge_oracle_agreement_hand_computed():
+    """Oracle quality (−1, −3, −1). Readings: (0,1) judge A, oracle A → agree; (1,0) judge A, oracle B →
+    disagree; (0,2) oracle tie → not counted; (2,1) judge C, oracle A → disagree. 1 of 3."""
+    readings = [(0, 1, (0.6, 0.3, 0.1)), (1, 0, (0.5, 0.4, 0.1)), (0, 2, (0.9, 0.05, 0.05)),
+                (2, 1, (0.2, 0.2, 0.6))]
+    assert curate.judge_oracle_agreement(readings, [-1.0, -3.0, -1.0]) == (1, 3)
 
 
 def test_select_pair_no_preference_when_all_equal():
@@ -211,3 +279,57 @@ def test_run_curate_too_few_pairs_names_thresholds(tmp_path):
         curate.run_curate(recipe, _stage_inputs(tmp_path), tmp_path / "out")
     dropped = (tmp_path / "out" / "dropped.jsonl").read_text().splitlines()
     assert len(dropped) == 10 and json.loads(dropped[0])["reason"] == "low_margin"
+
+
+def _shapes_inputs(tmp_path, split="calib", with_answers=True):
+    """Shapes-world samples (with scenes) and their teacher RAPs and corruptions as candidates, no
+    judgments; the search summary names ``split``, the file the curate stage must read truth from."""
+    from scorer_helpers import candidate_rows, write_jsonl
+
+    recipe = load_recipe("tiny")
+    samples, rows = candidate_rows(recipe, 12, 5)
+    if not with_answers:
+        samples = [{k: v for k, v in s.items() if k != "answer"} for s in samples]
+    cdir, ddir = tmp_path / "cands", tmp_path / "data"
+    write_jsonl(cdir / "candidates.jsonl", rows)
+    (cdir / "summary.json").write_text(json.dumps({"split": split}))
+    write_jsonl(ddir / f"{split}.jsonl", samples)
+    return {"candidates": cdir, "data": ddir}, samples
+
+
+def test_oracle_curation_ranks_by_factuality_from_the_searched_split(tmp_path):
+    """curate.judge=oracle needs no judgments; truth and scenes come from the split the search read
+    (here rft.jsonl, named in the search summary). Every kept pair's chosen side is at least as factual
+    as its rejected side, by at least 2 × min_margin."""
+    inputs, _ = _shapes_inputs(tmp_path, split="rft")
+    recipe = load_recipe("tiny", ["curate.judge=oracle", "curate.min_margin=0.1", "curate.min_pairs=3"])
+    summary = curate.run_curate(recipe, inputs, tmp_path / "out")
+    pairs = [json.loads(x) for x in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
+    assert summary["judge"] == "oracle" and summary["split"] == "rft" and len(pairs) >= 3
+    for p in pairs:
+        assert p["chosen_factuality"] - p["rejected_factuality"] >= 0.2 - 1e-9
+        assert p["chosen_correct"] is True and p["question"]
+    assert summary["oracle"]["chosen_factuality"] > summary["oracle"]["rejected_factuality"]
+
+
+def test_oracle_curation_is_a_recipe_error_off_the_shapes_world(tmp_path):
+    from srcal.config import RecipeError
+
+    with pytest.raises(RecipeError, match="curate.judge"):
+        load_recipe("tiny", ["curate.judge=oracle", "data.world=real", "model.base=x",
+                             "data.sources=[{adapter: chartqa, path: /x}]"])
+    inputs, samples = _shapes_inputs(tmp_path)
+    (inputs["data"] / "calib.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in s.items() if k != "scene"}) + "\n" for s in samples))
+    with pytest.raises(RecipeError, match="scene"):
+        curate.run_curate(load_recipe("tiny", ["curate.judge=oracle"]), inputs, tmp_path / "out")
+
+
+def test_correct_pool_without_any_ground_truth_is_an_error_before_selection(tmp_path):
+    from srcal.stages import StageError
+
+    inputs, _ = _shapes_inputs(tmp_path, with_answers=False)
+    recipe = load_recipe("tiny", ["curate.judge=oracle", "curate.chosen_pool=correct"])
+    with pytest.raises(StageError, match="chosen_pool=all"):
+        curate.run_curate(recipe, inputs, tmp_path / "out")
+    assert not (tmp_path / "out" / "pairs.jsonl").exists()

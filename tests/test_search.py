@@ -29,7 +29,10 @@ from srcal.search import (
     expansion_seed,
     find_sentence_end,
     keep,
+    parse_round,
     parse_shard,
+    round_seed,
+    round_slice,
     run_search_merge,
     shard_slice,
 )
@@ -220,6 +223,23 @@ def test_shards_are_disjoint_and_cover():
     for bad in ("3/3", "a/b", "1", "-1/2"):
         with pytest.raises(ValueError):
             parse_shard(bad)
+
+
+def test_rounds_search_disjoint_slices_with_their_own_seeds():
+    """10 rows, 3 rounds: round 1 = rows 0,3,6,9; round 2 = 1,4,7; round 3 = 2,5,8 — disjoint, covering.
+    Not fresh (or not a round): every row. Round 1 keeps the recipe seed; rounds 2 and 3 get their own."""
+    rows = [{"id": str(i)} for i in range(10)]
+    slices = [[r["id"] for r in round_slice(rows, k, 3, True)] for k in (1, 2, 3)]
+    assert slices == [["0", "3", "6", "9"], ["1", "4", "7"], ["2", "5", "8"]]
+    assert round_slice(rows, 2, 3, False) == rows and round_slice(rows, None, 3, True) == rows
+    with pytest.raises(ValueError):
+        round_slice(rows, 4, 3, True)
+    assert [parse_round(x) for x in ("round1", "round12", "rft", None, "round0", "roundx")] == [
+        1, 12, None, None, None, None]
+    seeds = [round_seed(0, k) for k in (1, 2, 3)]
+    assert seeds[0] == 0 and len(set(seeds)) == 3 and round_seed(0, 2) == round_seed(0, 2)
+    assert round_seed(1, 2) != round_seed(0, 2) and round_seed(7, None) == 7
+    assert all(0 <= x < 2**31 - 1 for x in seeds)
 
 
 def test_merge_concatenates_and_refuses_overlapping_shards(tmp_path):
@@ -448,6 +468,20 @@ def test_stage_rejects_bad_input_and_resumes_without_duplicates(rap_llava, searc
     (out / "done.jsonl").write_text("".join(line + "\n" for line in done[:3]))
     s3 = run_search(_recipe(), inputs, out)
     assert s3["counts"]["searched"] == 3 and _texts(out) == first
+
+
+def test_stage_searches_only_its_rounds_slice_with_its_seed(rap_llava, search_data, tmp_path):
+    """search_data has 6 rows (4 good, a bad image at 2, a too-long question at 5); a 3-round recipe's
+    round 2 searches rows 1 and 4 only (both good), with round_seed(0, 2), and says so in its summary."""
+    from srcal.search import run_search
+
+    rows = [json.loads(x) for x in (search_data / "calib.jsonl").read_text().splitlines()]
+    inputs = {"base": rap_llava[0], "data": search_data}
+    s = run_search(_recipe(), inputs, tmp_path / "r2", round="round2")
+    assert s["counts"]["samples"] == 2 and s["counts"]["rejected"] == 0
+    assert s["round_slice"]["slice_rows"] == 2 and s["round_slice"]["seed"] == round_seed(0, 2)
+    got = {json.loads(x)["sample_id"] for x in (tmp_path / "r2" / "candidates.jsonl").read_text().splitlines()}
+    assert got == {rows[1]["id"], rows[4]["id"]}
 
 
 def test_shards_merge_to_the_unsharded_result(rap_llava, search_data, tmp_path):

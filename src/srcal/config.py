@@ -270,6 +270,10 @@ class SearchConfig:
         default="top_bottom",
     )
     n_candidates: int = _help("Final candidates per sample.", default=5, meta={"min": 2})
+    fresh_per_round: bool = _help(
+        "Round k of R searches only its own slice of the calibration split (every R-th sample from k−1: "
+        "disjoint across rounds) with a round-dependent seed, so data.calib_size is the total over all "
+        "rounds; false: every round searches the whole split with the same seed.", default=True)
     batch_size: int = _help("Samples searched in lockstep.", default=16, meta={"min": 1})
     shards: int = _help("Data shards for the pipeline's ParallelFor.", default=1, meta={"min": 1})
     engine_retries: int = _help(
@@ -341,9 +345,6 @@ class RScorerConfig:
     warmup_steps: int = _help("Linear warm-up steps.", default=50, meta={"min": 0})
     weight_decay: float = _help("AdamW weight decay.", default=0.01, meta={"min": 0.0})
     grad_clip: float = _help("Gradient-norm clip.", default=1.0, meta={"min": 0.0})
-    max_train_s: float = _help(
-        "Aux trainer: stop after this many seconds (0 = off); the cosine schedule follows the nearer of steps "
-        "and time, so a capped run still anneals.", default=0.0, meta={"min": 0.0})
     aux_weight: float = _help("Aux trainer: weight of the claim-tag and count losses.", default=2.0, meta={"min": 0.0})
     lm_weight: float = _help("Aux trainer: weight of the language-model loss on the responses.", default=1.0,
                              meta={"min": 0.0})
@@ -403,6 +404,13 @@ class CurateConfig:
         "with the right answer (ground truth known), so a wrong best drops no sample.",
         default="all",
     )
+    judge: Literal["rscorer", "oracle"] = _help(
+        "Who ranks the candidates: 'rscorer' (SRC: the judge's pairwise verdicts) or 'oracle' (ablation, "
+        "shapes world only: the oracle's rationale factuality, the upper bound a judge can approach).",
+        default="rscorer")
+    chosen_rap_format: bool = _help(
+        "Only a candidate in clean RAP form (rationale, then the answer line) may be chosen, so DPO does "
+        "not teach the policy to drop the format.", default=False)
     require_correct: bool = _help("Drop samples whose chosen answer is wrong (ground truth known).", default=True)
     min_pairs: int = _help("Stop the round with an error if fewer pairs survive.", default=8, meta={"min": 1})
 
@@ -695,13 +703,39 @@ def _cross_checks(r: Recipe) -> list[str]:
         errs.append("teacher.url: required when teacher.kind is 'openai'")
     if r.labeller.kind == "openai" and not r.labeller.url:
         errs.append("labeller.url: required when labeller.kind is 'openai'")
+    if r.curate.judge == "oracle" and r.data.world != "shapes":
+        errs.append("curate.judge: 'oracle' needs the shapes world's oracle (data.world: shapes); real data "
+                    "has no oracle, use 'rscorer'")
     if r.model.base == "tiny" and r.data.world != "shapes":
         errs.append("model.base: 'tiny' only knows the shapes world; set data.world=shapes or a real model")
     return errs
 
 
+# Keys that recipes once had: setting one is an error that names what replaced it (not "unknown key").
+REMOVED_KEYS: dict[str, str] = {
+    "rscorer.max_train_s": "rscorer.steps — the judge trains a fixed number of steps; a wall-time cap made "
+                           "the judge, and every number after it, depend on machine load (issue 13)",
+}
+
+
+def _removed(raw: dict[str, Any]) -> list[str]:
+    errs = []
+    for dotted, repl in REMOVED_KEYS.items():
+        node: Any = raw
+        for part in dotted.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            errs.append(f"{dotted}: removed; use {repl}")
+    return errs
+
+
+_MISSING = object()
+
+
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
-    errors: list[str] = []
+    errors: list[str] = _removed(raw)
+    if errors:
+        raise RecipeError("invalid recipe:\n  " + "\n  ".join(errors))
     recipe = _build(Recipe, raw, "", errors)
     if not errors:
         errors += _cross_checks(recipe)

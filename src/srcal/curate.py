@@ -20,9 +20,23 @@ formula for the aggregation, so this module makes one explicit, small and testab
      probability; comparisons the judge could not decide do not pull every candidate towards ½;
    - ``uniform`` (ablation): ``s_i = mean_j P(i≻j)`` (PairRM's soft Borda on probabilities);
    - ``bradley_terry``: strengths fitted by Hunter's (2004) MM algorithm on the soft win counts.
-4. **Selection.** chosen = argmax s, rejected = argmin s; a sample is dropped, with the reason recorded,
-   when the margin ``P(best≻worst) − ½`` or its mean pair confidence is below the recipe's thresholds,
-   or (``require_correct``) when the chosen candidate's answer is wrong against known ground truth.
+4. **Selection** (:func:`pick`). ``chosen`` = the best-scored candidate of the *chosen pool* — every
+   candidate (``chosen_pool: all``, the paper's argmax), or only those whose answer is right against known
+   ground truth (``chosen_pool: correct``), and with ``chosen_rap_format`` only those in clean RAP form;
+   ``rejected`` = the worst-scored candidate *among the others* (never the chosen one itself: with a
+   restricted pool the chosen may be the judge's overall worst, and an argmin over all candidates would
+   pair it with itself). A sample is dropped, with the reason recorded, when the margin
+   ``P(chosen≻rejected) − ½`` (negative when the judge prefers the rejected one) or its mean pair
+   confidence is below the recipe's thresholds, or (``require_correct``) when the chosen candidate's
+   answer is wrong against known ground truth. A sample with no ground truth is never vetoed: under
+   ``chosen_pool: correct`` its chosen pool is every candidate (counted as ``no_ground_truth``), and a
+   split with no ground truth at all is an error (``chosen_pool: correct`` would mean ``all`` silently).
+
+``curate.judge: oracle`` (ablation, shapes world only) replaces steps 1–3 by the oracle's rationale
+factuality (share of true claims, :func:`srcal.data.oracle.assess`): candidates that make no checkable
+claim are not ranked, P(i≻j) = ½ + ½ (f_i − f_j) and every pair has confidence 1; selection and filters
+are the same, so judge-curated and oracle-curated rounds differ only in who ranks. On the shapes world the
+summary also measures the R-Scorer against the oracle on the candidates it judged (``judge_vs_oracle``).
 
 Everything here is numpy and the stdlib: the math functions are pure and the stage function only reads
 and writes JSONL.
@@ -212,33 +226,79 @@ class Selection:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+def pick(s: Any, *, correct: list[bool | None] | None = None, chosen_pool: str = "all",
+         rap_ok: list[bool] | None = None, chosen_rap_format: bool = False,
+         rankable: list[bool] | None = None) -> tuple[int, int, str | None]:
+    """(chosen, rejected, drop reason or None) from per-candidate scores ``s`` (module docstring, step 4).
+
+    Only ``rankable`` candidates (default: all) take part. The chosen pool is narrowed by ground truth
+    (``chosen_pool="correct"``: right answers; a sample whose every ``correct`` is None has no ground truth
+    and keeps all candidates) and by ``chosen_rap_format`` (``rap_ok``); chosen = its best score, rejected =
+    the worst score among the remaining rankable candidates. Ties go to the lowest index.
+    """
+    n = len(s)
+    pool = [i for i in range(n) if rankable is None or rankable[i]]
+    if len(pool) < 2:
+        return (pool[0] if pool else 0), (pool[0] if pool else 0), "no_preference"
+    chosen_from = pool
+    if chosen_pool == "correct" and correct is not None and any(c is not None for c in correct):
+        chosen_from = [i for i in chosen_from if correct[i]]
+        if not chosen_from:
+            return _best(s, pool), _worst(s, pool), "no_correct_candidate"
+    if chosen_rap_format and rap_ok is not None:
+        chosen_from = [i for i in chosen_from if rap_ok[i]]
+        if not chosen_from:
+            return _best(s, pool), _worst(s, pool), "no_well_formed_candidate"
+    best = _best(s, chosen_from)
+    return best, _worst(s, [i for i in pool if i != best]), None
+
+
+def _best(s: Any, idx: list[int]) -> int:
+    return max(idx, key=lambda i: (float(s[i]), -i))
+
+
+def _worst(s: Any, idx: list[int]) -> int:
+    return min(idx, key=lambda i: (float(s[i]), i))
+
+
+def _filters(sel: Selection, *, min_margin: float, min_confidence: float, correct: list[bool | None] | None,
+             require_correct: bool) -> Selection:
+    """The recipe's thresholds, first failing one named (in this order)."""
+    if sel.margin < min_margin:
+        sel.drop_reason = "low_margin"
+    elif sel.confidence < min_confidence:
+        sel.drop_reason = "low_confidence"
+    elif require_correct and correct is not None and correct[sel.best] is False:
+        sel.drop_reason = "chosen_wrong"
+    return sel
+
+
 def select_pair(m: PairMatrix, aggregation: str, *, min_margin: float, min_confidence: float,
                 correct: list[bool | None] | None = None, require_correct: bool = False,
-                chosen_pool: str = "all") -> Selection:
-    """Chosen = best score, rejected = worst; then the recipe's filters, first failing one named.
+                chosen_pool: str = "all", rap_ok: list[bool] | None = None,
+                chosen_rap_format: bool = False) -> Selection:
+    """Chosen and rejected by the judge's scores (:func:`pick`), then the recipe's filters.
 
     ``chosen_pool="correct"`` picks the chosen candidate as the best-scored among those whose answer is
-    right (ground truth known), rather than dropping the sample when the overall best is wrong: the
-    judge still ranks the rationales, the ground truth only vetoes wrong answers. Samples with no right
+    right (ground truth known), rather than dropping the sample when the overall best is wrong: the judge
+    still ranks the rationales, the ground truth only vetoes wrong answers. Samples with no right
     candidate are dropped as ``no_correct_candidate``.
 
-    Ties in the score are broken by lowest index (deterministic). The margin is the *observed* debiased
-    P(best≻worst) − ½ when that pair was judged, otherwise the score model's estimate (½ + half the
-    score gap for win-probability scores; the BT probability for Bradley–Terry).
+    The margin is the *observed* debiased P(chosen≻rejected) − ½ when that pair was judged, otherwise the
+    score model's estimate (½ + half the score gap for win-probability scores; the BT probability for
+    Bradley–Terry).
     """
     import numpy as np
 
     s = candidate_scores(m, aggregation)
-    best, worst = int(np.argmax(s)), int(np.argmin(s))
-    if chosen_pool == "correct" and correct is not None:
-        right = [i for i, c in enumerate(correct) if c]
-        if not right:
-            return Selection(best, worst, s.tolist(), 0.0, 0.0, 0.0, "no_correct_candidate")
-        best = max(right, key=lambda i: (s[i], -i))
+    best, worst, reason = pick(s, correct=correct, chosen_pool=chosen_pool, rap_ok=rap_ok,
+                               chosen_rap_format=chosen_rap_format)
+    if reason:
+        return Selection(best, worst, s.tolist(), 0.0, 0.0, 0.0, reason)
     iu = np.triu_indices(m.n, 1)
     judged_c = m.C[iu][m.judged[iu]]
     conf = float(judged_c.mean()) if judged_c.size else 0.0
-    if best == worst or s[best] - s[worst] < 1e-9:  # all candidates scored alike (up to float noise)
+    if abs(s[best] - s[worst]) < 1e-9:  # all candidates scored alike (up to float noise)
         return Selection(best, worst, s.tolist(), 0.0, conf, 0.0, "no_preference")
     if m.judged[best, worst]:
         p_bw = float(m.P[best, worst])
@@ -247,13 +307,27 @@ def select_pair(m: PairMatrix, aggregation: str, *, min_margin: float, min_confi
     else:
         p_bw = float(0.5 + 0.5 * (s[best] - s[worst]))
     sel = Selection(best, worst, s.tolist(), p_bw - 0.5, conf, float(m.C[best, worst]))
-    if sel.margin < min_margin:
-        sel.drop_reason = "low_margin"
-    elif conf < min_confidence:
-        sel.drop_reason = "low_confidence"
-    elif require_correct and correct is not None and correct[best] is False:
-        sel.drop_reason = "chosen_wrong"
-    return sel
+    return _filters(sel, min_margin=min_margin, min_confidence=min_confidence, correct=correct,
+                    require_correct=require_correct)
+
+
+def select_by_oracle(factuality: list[float | None], *, min_margin: float, min_confidence: float,
+                     correct: list[bool | None] | None = None, require_correct: bool = False,
+                     chosen_pool: str = "all", rap_ok: list[bool] | None = None,
+                     chosen_rap_format: bool = False) -> Selection:
+    """``curate.judge: oracle``: rank by the oracle's factuality ``f`` (None = no checkable claim, not
+    ranked); P(chosen≻rejected) = ½ + ½ (f_c − f_r), so the margin is half the factuality gap; confidence 1."""
+    s = [f if f is not None else 0.0 for f in factuality]
+    best, worst, reason = pick(s, correct=correct, chosen_pool=chosen_pool, rap_ok=rap_ok,
+                               chosen_rap_format=chosen_rap_format, rankable=[f is not None for f in factuality])
+    if reason:
+        return Selection(best, worst, s, 0.0, 0.0, 0.0, reason)
+    gap = s[best] - s[worst]
+    if abs(gap) < 1e-9:
+        return Selection(best, worst, s, 0.0, 1.0, 1.0, "no_preference")
+    sel = Selection(best, worst, s, 0.5 * gap, 1.0, 1.0)
+    return _filters(sel, min_margin=min_margin, min_confidence=min_confidence, correct=correct,
+                    require_correct=require_correct)
 
 
 # ---------------------------------------------------------------------------------------------- I/O
@@ -314,57 +388,135 @@ def _is_correct(sample: dict[str, Any], cand: Any, answer_prefix: str) -> bool |
     return bool(score_answer(sample, answer)) if answer is not None else False
 
 
+def _search_split(candidates_dir: Path) -> str:
+    """The data split the search stage read (its summary's ``split``; ``calib`` for older artifacts)."""
+    summary = Path(candidates_dir) / "summary.json"
+    if summary.exists():
+        return str(json.loads(summary.read_text()).get("split") or "calib")
+    return "calib"
+
+
+def _oracle_checks(sample: dict[str, Any], cands: list[Any], prefix: str) -> list[Any] | None:
+    """The oracle's assessment of every candidate (shapes world: the sample has a scene), else None."""
+    if not isinstance(sample.get("scene"), dict):
+        return None
+    from srcal.data import oracle
+
+    return [oracle.assess(sample, _candidate_text(c), prefix) for c in cands]
+
+
+def judge_oracle_agreement(readings: list[tuple[int, int, tuple[float, float, float]]], quality: list[float],
+                           tie_margin: float = 0.0) -> tuple[int, int]:
+    """(agreeing, counted) ordered readings: the judge's argmax verdict vs the noise-free oracle verdict
+    (``oracle.response_quality``, tie within ``tie_margin``) over readings where the oracle sees no tie —
+    the judge measured on the candidates it really judges, not on held-out teacher RAPs."""
+    agree = n = 0
+    for a, b, p in readings:
+        qa, qb = quality[a], quality[b]
+        if abs(qa - qb) <= tie_margin + 1e-9:
+            continue
+        n += 1
+        verdict = "ABC"[max(range(3), key=lambda k: p[k])]
+        agree += verdict == ("A" if qa > qb else "B")
+    return agree, n
+
+
 def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dict[str, Any]:
     """Stage ``curate``: judgments + candidates → ``pairs.jsonl`` (chosen/rejected per kept sample),
     ``dropped.jsonl`` (every dropped sample with its reason and evidence) and a summary with the counts.
 
+    Ground truth and scenes come from the data split the search read (its summary's ``split``), by id.
+    With ``curate.judge: oracle`` the judgments are not needed and the oracle ranks (module docstring).
+
     Raises StageError naming the thresholds to relax when fewer than ``curate.min_pairs`` pairs survive —
-    a DPO round on a handful of pairs is noise, and TRL would fail later with a less useful message.
+    a DPO round on a handful of pairs is noise, and TRL would fail later with a less useful message — and
+    before selecting anything when ``chosen_pool: correct`` meets a split without any ground truth.
     """
     import numpy as np
 
+    from srcal.config import RecipeError
+    from srcal.data.rap import parse_rap
     from srcal.stages import StageError
 
     cfg = recipe.curate
+    prefix = recipe.rap_answer_prefix
     t0 = time.time()
     cand_path = Path(inputs["candidates"]) / "candidates.jsonl"
-    judg_path = Path(inputs["judgments"]) / "judgments.jsonl"
     candidates = load_candidates(cand_path)
-    grouped, bad = group_judgments(read_jsonl(judg_path))
+    grouped: dict[str, list] = {}
+    bad: Counter = Counter()
+    if "judgments" in inputs and (Path(inputs["judgments"]) / "judgments.jsonl").exists():
+        grouped, bad = group_judgments(read_jsonl(Path(inputs["judgments"]) / "judgments.jsonl"))
+    elif cfg.judge == "rscorer":
+        raise StageError("curate: curate.judge=rscorer needs a 'judgments' input (the score stage's output)")
+    split = _search_split(Path(inputs["candidates"]))
     truth: dict[str, dict[str, Any]] = {}
-    if "data" in inputs and (Path(inputs["data"]) / "calib.jsonl").exists():
-        truth = {str(r["id"]): r for r in read_jsonl(Path(inputs["data"]) / "calib.jsonl")}
+    if "data" in inputs and (Path(inputs["data"]) / f"{split}.jsonl").exists():
+        truth = {str(r["id"]): r for r in read_jsonl(Path(inputs["data"]) / f"{split}.jsonl")}
+    samples = {sid: {**truth.get(sid, {}), **{k: v for k, v in row.items() if k != "candidates"}}
+               for sid, row in candidates.items()}
+    if cfg.chosen_pool == "correct" and samples and all(s.get("answer") in (None, "") for s in samples.values()):
+        raise StageError(
+            f"curate: curate.chosen_pool=correct needs ground-truth answers, and none of the {len(samples)} "
+            f"searched samples of split '{split}' has one; set --set curate.chosen_pool=all (the judge's best "
+            f"candidate, the paper's rule)")
 
     kept, dropped = [], []
     reasons: Counter = Counter(bad)
     confidences: list[float] = []
+    no_truth = 0
+    vs_oracle = {"agree": 0, "n": 0}
     for sid, row in candidates.items():
         cands = row.get("candidates") or []
-        sample = {**truth.get(sid, {}), **{k: v for k, v in row.items() if k != "candidates"}}
+        sample = samples[sid]
         if len(cands) < 2:
             reasons["too_few_candidates"] += 1
             dropped.append({"id": sid, "reason": "too_few_candidates"})
             continue
-        if sid not in grouped:
+        checks = _oracle_checks(sample, cands, prefix)
+        if cfg.judge == "oracle" and checks is None:
+            raise RecipeError(f"curate.judge: 'oracle' needs shapes-world samples with a scene; sample {sid} "
+                              f"of split '{split}' has none")
+        correct = [_is_correct(sample, c, prefix) for c in cands]
+        no_truth += all(c is None for c in correct)
+        rap_ok = [parse_rap(_candidate_text(c), prefix).ok for c in cands]
+        kw = dict(min_margin=cfg.min_margin, min_confidence=cfg.min_confidence, correct=correct,
+                  require_correct=cfg.require_correct, chosen_pool=cfg.chosen_pool, rap_ok=rap_ok,
+                  chosen_rap_format=cfg.chosen_rap_format)
+        if sid in grouped:
+            try:
+                m = build_pair_matrix(len(cands), grouped[sid])
+            except ValueError as e:
+                m = None
+                if cfg.judge == "rscorer":
+                    reasons["bad_pair_index"] += 1
+                    dropped.append({"id": sid, "reason": "bad_pair_index", "error": str(e)})
+                    continue
+            if m is not None:
+                iu = np.triu_indices(m.n, 1)
+                confidences += m.C[iu][m.judged[iu]].tolist()
+                if checks is not None:
+                    from srcal.data.oracle import response_quality
+
+                    a, n = judge_oracle_agreement(grouped[sid], [response_quality(x) for x in checks],
+                                                  recipe.labeller.tie_margin)
+                    vs_oracle["agree"] += a
+                    vs_oracle["n"] += n
+        elif cfg.judge == "rscorer":
             reasons["no_judgments"] += 1
             dropped.append({"id": sid, "reason": "no_judgments"})
             continue
-        try:
-            m = build_pair_matrix(len(cands), grouped[sid])
-        except ValueError as e:
-            reasons["bad_pair_index"] += 1
-            dropped.append({"id": sid, "reason": "bad_pair_index", "error": str(e)})
-            continue
-        iu = np.triu_indices(m.n, 1)
-        confidences += m.C[iu][m.judged[iu]].tolist()
-        correct = [_is_correct(sample, c, recipe.rap_answer_prefix) for c in cands]
-        sel = select_pair(m, cfg.aggregation, min_margin=cfg.min_margin, min_confidence=cfg.min_confidence,
-                          correct=correct, require_correct=cfg.require_correct,
-                          chosen_pool=cfg.chosen_pool)
+        if cfg.judge == "oracle":
+            sel = select_by_oracle([x.factuality for x in checks], **kw)
+        else:
+            sel = select_pair(m, cfg.aggregation, **kw)
         evidence = {"scores": [round(x, 4) for x in sel.scores], "margin": round(sel.margin, 4),
                     "confidence": round(sel.confidence, 4), "pair_confidence": round(sel.pair_confidence, 4),
                     "chosen_index": sel.best, "rejected_index": sel.worst,
                     "chosen_correct": correct[sel.best], "rejected_correct": correct[sel.worst]}
+        if checks is not None:
+            evidence["chosen_factuality"] = checks[sel.best].factuality
+            evidence["rejected_factuality"] = checks[sel.worst].factuality
         if sel.drop_reason:
             reasons[sel.drop_reason] += 1
             dropped.append({"id": sid, "reason": sel.drop_reason, **evidence})
@@ -388,7 +540,11 @@ def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> di
     summary = {
         "counts": {"samples": len(candidates), "kept": len(kept), "dropped": len(dropped)},
         "dropped": dict(reasons),
+        "judge": cfg.judge,
+        "split": split,
         "aggregation": cfg.aggregation,
+        "chosen_pool": cfg.chosen_pool,
+        "no_ground_truth": no_truth,
         "thresholds": {"min_margin": cfg.min_margin, "min_confidence": cfg.min_confidence,
                        "require_correct": cfg.require_correct, "min_pairs": cfg.min_pairs},
         "kept_chosen_correct": sum(1 for r in kept if r["chosen_correct"]),
@@ -397,6 +553,18 @@ def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> di
         "pair_confidence_hist": {"edges": [round(e, 2) for e in edges.tolist()], "counts": hist.tolist()},
         "timings_s": {"curate": round(time.time() - t0, 3)},
     }
+    facts = [(r["chosen_factuality"], r["rejected_factuality"]) for r in kept
+             if r.get("chosen_factuality") is not None and r.get("rejected_factuality") is not None]
+    if facts:  # shapes world: how much more factual the chosen side is, by the oracle
+        summary["oracle"] = {
+            "pairs": len(facts),
+            "chosen_factuality": round(float(np.mean([c for c, _ in facts])), 4),
+            "rejected_factuality": round(float(np.mean([r for _, r in facts])), 4),
+            "chosen_more_factual": sum(c > r for c, r in facts),
+            "chosen_less_factual": sum(c < r for c, r in facts)}
+    if vs_oracle["n"]:
+        summary["judge_vs_oracle"] = {"agreement": round(vs_oracle["agree"] / vs_oracle["n"], 4),
+                                      "readings": vs_oracle["n"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if len(kept) < cfg.min_pairs:
         raise StageError(

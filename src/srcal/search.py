@@ -27,9 +27,14 @@ sentence's first token, so sentence token ids always concatenate to exactly the 
 Abbreviations (``e.g. the``) still split: a known, accepted limitation. A sentence that reaches
 ``max_sentence_tokens`` without an end is cut there and marked (``end == "cut"``).
 
-Determinism: the randomness of each expansion is a pure function of (recipe seed, sample id, step, beam
+Determinism: the randomness of each expansion is a pure function of (round seed, sample id, step, beam
 index) (:func:`expansion_seed`), never of the batch it happens to run in, so shards, batch sizes and
 resumed runs give the same candidates (up to floating-point differences of padding).
+
+Fresh signal per round (``search.fresh_per_round``, default on): round k of R searches only its own
+slice of the calibration split — every R-th sample from k − 1, disjoint across rounds — with a seed of
+its own (:func:`round_slice`, :func:`round_seed`), so no round re-mines the samples an earlier round
+already trained on.
 """
 
 from __future__ import annotations
@@ -444,6 +449,39 @@ def shard_slice(rows: Sequence[dict], i: int, n: int) -> list[dict]:
     return list(rows[i::n])
 
 
+# ------------------------------------------------------------------------------------- rounds
+
+
+def parse_round(name: str | None) -> int | None:
+    """``"round3"`` → 3; anything else (None, ``"eval"``, a bench run) → None: not an SRC round."""
+    if name and str(name).startswith("round") and str(name)[5:].isdigit() and int(str(name)[5:]) >= 1:
+        return int(str(name)[5:])
+    return None
+
+
+def round_seed(master: int, k: int | None) -> int:
+    """The master seed of round ``k``'s expansions: the recipe seed for round 1 (and outside rounds), a
+    hash of (seed, k) after that, so round k never re-draws round 1's sentences even on the same sample."""
+    if k is None or k == 1:
+        return master
+    return int.from_bytes(hashlib.sha256(f"{master}:round{k}".encode()).digest()[:8], "big") % (2**31 - 1)
+
+
+def round_slice(rows: Sequence[dict], k: int | None, rounds: int, fresh: bool) -> list[dict]:
+    """The calibration rows round ``k`` of ``rounds`` searches (``search.fresh_per_round``).
+
+    Fresh: every ``rounds``-th row starting at k − 1 — disjoint across rounds, together covering the
+    split, each slice balanced over categories like :func:`shard_slice` (the split interleaves them), so
+    each round's DPO sees pairs from samples no earlier round used (issue 13: the same 240 samples searched
+    every round with the same seeds gave ~ln 2 DPO loss from round 2 on). Not fresh, or not a round: all rows.
+    """
+    if not fresh or k is None:
+        return list(rows)
+    if k > rounds:
+        raise ValueError(f"round {k} of a {rounds}-round recipe: no calibration slice for it")
+    return list(rows[k - 1::rounds])
+
+
 # ----------------------------------------------------------------------------------- resumable output
 
 
@@ -576,8 +614,12 @@ def search_samples(engine, samples: Sequence[dict], images_root: Path, params: S
 
 
 def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", split: str = "calib",
-               limit: str | None = None, **_: Any) -> dict:
+               limit: str | None = None, **options: Any) -> dict:
     """Stage ``search``: candidates for one deterministic shard of ``data/<split>.jsonl``.
+
+    With ``round=roundK`` (what ``srcal run`` passes) and ``search.fresh_per_round`` the stage searches
+    only round K's slice of the split (:func:`round_slice`) with round K's seed (:func:`round_seed`);
+    shards then split that slice. The summary records the slice (``round_slice``) and the seed.
 
     Inputs: ``policy`` (model artifact of the round; optional: without it the base model searches),
     ``base``, ``data``. Writes ``candidates.jsonl``, ``rejected.jsonl``, ``done.jsonl`` (per-sample
@@ -591,6 +633,16 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
     i, n = parse_shard(shard)
     data_dir = Path(inputs["data"])
     rows, bad_rows = read_jsonl(data_dir / f"{split}.jsonl", max_rejected_share=recipe.data.max_rejected_share)
+    k = parse_round(options.get("round"))  # not a parameter named round: it would shadow round()
+    split_rows = len(rows)
+    rows = round_slice(rows, k, recipe.rounds, recipe.search.fresh_per_round)
+    if k is not None and recipe.search.fresh_per_round and not rows:
+        from srcal.stages import StageError
+
+        raise StageError(f"search: round {k} has no calibration samples: data.calib_size ({split_rows} rows in "
+                         f"{split}) is split over rounds={recipe.rounds} (search.fresh_per_round); raise it")
+    slice_ids = [r["id"] for r in rows]
+    seed = round_seed(recipe.seed, k if recipe.search.fresh_per_round else None)
     rows = shard_slice(rows, i, n)
     if limit:
         rows = rows[: int(limit)]
@@ -608,7 +660,7 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
             engine = build_engine(recipe, inputs)
             try:
                 todo = [r for r in todo if r["id"] not in writer.done]
-                _, _, stats = search_samples(engine, todo, data_dir, params, recipe.seed,
+                _, _, stats = search_samples(engine, todo, data_dir, params, seed,
                                              recipe.search.batch_size, writer)
                 break
             except Exception as e:
@@ -625,6 +677,9 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
     return {
         "shard": f"{i}/{n}",
         "split": split,
+        "round_slice": {"round": k, "rounds": recipe.rounds, "fresh": recipe.search.fresh_per_round,
+                        "split_rows": split_rows, "slice_rows": len(slice_ids), "seed": seed,
+                        "ids_sha256": hashlib.sha256("\n".join(slice_ids).encode()).hexdigest()[:16]},
         "engine": recipe.search.engine,
         "counts": {"samples": len(rows), "resumed": resumed, "searched": n_todo, "candidates": len(candidates),
                    "rejected": len(rejected), "malformed_rows": len(bad_rows)},
@@ -691,7 +746,7 @@ def run_search_merge(recipe, inputs: dict[str, Path], out: Path, split: str = "c
         samples = {r["id"]: r for r in rows}
     prefix = recipe.rap_answer_prefix if recipe is not None else "Answer:"
     return {"counts": {"shards": len(names), "samples": len(seen), "candidates": n_c, "rejected": n_r},
-            "diversity": diversity_report(samples, merged, prefix)}
+            "split": split, "diversity": diversity_report(samples, merged, prefix)}
 
 
 # ------------------------------------------------------------------------------------------- benchmark

@@ -22,7 +22,12 @@ Two trainers, picked by ``rscorer.trainer``:
 Both write the judge as an HF model directory (``config.json``, ``model.safetensors``, tokenizer files)
 plus ``srcal_judge.json`` (input format, prompt template, label token ids), and ``heldout_metrics.json``:
 agreement with the labeller on non-tie held-out pairs, position consistency (same verdict with A and B
-swapped), tie behaviour, and agreement with the labeller's noise-free label where known.
+swapped), tie behaviour, agreement with the labeller's noise-free label where known, and that agreement on
+the pairs of two policy candidates alone (``policy_agreement``, the number issue 13 asks for).
+
+Deterministic by construction: a fixed number of steps (``rscorer.steps``; there is no wall-time cap), the
+batches drawn from a seeded RNG and the schedule a function of the step, so the same seed, thread count
+and library versions give the same judge however loaded the machine is.
 """
 
 from __future__ import annotations
@@ -192,13 +197,25 @@ def read_verdicts(model, tok, prompts: list[str], label_ids: dict[str, int], bat
     return last_position_probs(model, tok, prompts, [label_ids[x] for x in fmt.VERDICT_LABELS], batch_size)
 
 
+def is_policy_pair(row: dict) -> bool:
+    """Both responses of a held-out row are the policy's own search candidates (``model`` source)."""
+    a, b = row.get("source_a"), row.get("source_b")
+    if a is None and b is None and isinstance(row.get("source"), str) and "|" in row["source"]:
+        a, b = row["source"].split("|", 1)
+    return a == "model" and b == "model"
+
+
 def heldout_metrics(rows: list[dict], probs: list[list[float]]) -> dict[str, Any]:
     """Agreement, position consistency and tie behaviour over held-out rows (pairs in both orders).
 
     * ``heldout_agreement``: argmax verdict == labeller's label, over rows whose label is not C;
     * ``position_consistency``: over pairs, the verdict read with A/B swapped is the swapped verdict;
     * ``tie_recall``: share of C-labelled rows judged C; ``mean_p_tie_on_ties`` / ``_on_non_ties``;
-    * ``clean_agreement``: the same as agreement against the labeller's noise-free label (oracle only).
+    * ``clean_agreement``: the same as agreement against the labeller's noise-free label (oracle only);
+    * ``policy_agreement``: agreement with the clean label over rows whose *both* responses are the policy's
+      own search candidates (``source_a == source_b == "model"``, scorer/data.py), both orders, clean label
+      not a tie — the distribution the judge meets in every round, unlike teacher RAPs and their
+      corruptions; ``policy_pairs`` / ``policy_rows`` count them (None / 0 when the held-out split has none).
     """
     pred = ["ABC"[max(range(3), key=lambda k: p[k])] for p in probs]
     nt = [(r, p) for r, p in zip(rows, pred) if r["label"] != "C"]
@@ -209,7 +226,11 @@ def heldout_metrics(rows: list[dict], probs: list[list[float]]) -> dict[str, Any
         by_pair.setdefault(r["pair_id"], {})[r["order"]] = p
     both = [v for v in by_pair.values() if "ab" in v and "ba" in v]
     swap = {"A": "B", "B": "A", "C": "C"}
+    policy = [(r, p) for r, p in zip(rows, pred) if is_policy_pair(r) and r.get("clean_label") in ("A", "B")]
     return {
+        "policy_agreement": sum(r["clean_label"] == p for r, p in policy) / len(policy) if policy else None,
+        "policy_pairs": len({r["pair_id"] for r, _ in policy}),
+        "policy_rows": len(policy),
         "heldout_agreement": sum(r["label"] == p for r, p in nt) / max(1, len(nt)),
         "heldout_pairs": len(by_pair),
         "heldout_rows": len(rows),
@@ -259,8 +280,9 @@ def lr_at(step: int, progress: float, base_lr: float, warmup: int) -> float:
 
 
 def train_aux(recipe, model, tok, train_items: list[dict], label_ids: dict[str, int], log_every: int = 100):
-    """The tiny judge's loop (module docstring). Stops at ``rscorer.steps`` or ``rscorer.max_train_s``
-    (the schedule follows whichever is nearer, so a time-capped run still anneals). Returns a log."""
+    """The tiny judge's loop (module docstring): exactly ``rscorer.steps`` steps, the batches and the
+    schedule a function of the seed and the step alone — never of wall time — so the same seed and library
+    versions give the same judge on an idle and on a loaded machine. Returns a log."""
     import torch
     import torch.nn.functional as F
 
@@ -283,12 +305,7 @@ def train_aux(recipe, model, tok, train_items: list[dict], label_ids: dict[str, 
     model.train()
     t0, history, step = time.time(), [], 0
     while step < rs.steps:
-        elapsed = time.time() - t0
-        if rs.max_train_s and elapsed > rs.max_train_s:
-            log.warning("rscorer: stopping at step %d of %d: rscorer.max_train_s=%s reached", step, rs.steps,
-                        rs.max_train_s)
-            break
-        progress = max(step / rs.steps, elapsed / rs.max_train_s if rs.max_train_s else 0.0)
+        progress = step / rs.steps
         for g in opt.param_groups:
             g["lr"] = lr_at(step, progress, rs.lr, rs.warmup_steps)
         items = [it for pr in rng.sample(pairs, min(rs.batch_size, len(pairs))) for it in pr]
@@ -433,5 +450,6 @@ def run_rscorer_train(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> d
     return {"counts": {"train_rows": len(train_rows), "heldout_rows": len(held_rows),
                        "params_changed": changed, "params": len(before)},
             "heldout": {k: metrics[k] for k in ("heldout_agreement", "heldout_pairs", "position_consistency",
-                                                "clean_agreement", "tie_recall")},
+                                                "clean_agreement", "tie_recall", "policy_agreement",
+                                                "policy_pairs")},
             "timings_s": {"build": round(t_build, 2), "train": log_["train_s"], "eval": round(time.time() - t1, 2)}}
