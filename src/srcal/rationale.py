@@ -54,12 +54,6 @@ def _load_image(data_dir: Path, rel: str):
         return im.convert("RGB")
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    from srcal.data.schema import write_jsonl
-
-    write_jsonl(path, rows)
-
-
 # ================================================================================================ base
 
 
@@ -236,9 +230,9 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     model.save_pretrained(out)
     proc.save_pretrained(out)
     shutil.rmtree(build_dir)
-    _write_jsonl(out / "train_log.jsonl", log_rows)
+    jsonl.write_jsonl(out / "train_log.jsonl", log_rows, sort_keys=True)
     if rejected:
-        _write_jsonl(out / "rejected.jsonl", rejected)
+        jsonl.write_jsonl(out / "rejected.jsonl", rejected, sort_keys=True)
     tail = [r["loss"] for r in log_rows[-20:]]
     return {"base": "tiny", "family": recipe.model.family, "trained": True,
             "counts": {"train_rows": len(rows), "caption_rows": len(captions), "rejected": len(rejected),
@@ -510,7 +504,7 @@ def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the recipe is the record
     history = trainer.state.log_history
     if trainer.is_world_process_zero():
-        _write_jsonl(out / "train_log.jsonl", history)
+        jsonl.write_jsonl(out / "train_log.jsonl", history, sort_keys=True)
     losses = [h["loss"] for h in history if "loss" in h]
     steps_run = trainer.state.global_step - start_step
     return {"steps": trainer.state.global_step, "resumed_from_step": start_step if resume else None,
@@ -541,8 +535,9 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
 
     # 2. Training rows; images that fail to load are quarantined, not fatal.
     rows, bad_images = _sft_rows(raps, data_dir)
-    _write_jsonl(out / "raps.jsonl", raps)
-    _write_jsonl(out / "rejected.jsonl", rejected + [{**d, "field": "rap"} for d in dropped] + bad_images)
+    jsonl.write_jsonl(out / "raps.jsonl", raps, sort_keys=True)
+    jsonl.write_jsonl(out / "rejected.jsonl", rejected + [{**d, "field": "rap"} for d in dropped] + bad_images,
+                      sort_keys=True)
     if not rows:
         raise RuntimeError("rft: no training rows left after filtering; see rejected.jsonl")
 
