@@ -87,9 +87,11 @@ def cmd_eval(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from srcal import flow
+    from srcal import flow, preflight
 
-    result = flow.run_flow(_recipe(args), args.out, retries=args.retries, force=args.force, seed_run=args.from_run)
+    recipe = _recipe(args)
+    preflight.check(recipe)  # missing paths, processors or endpoints: one error before any stage runs
+    result = flow.run_flow(recipe, args.out, retries=args.retries, force=args.force, seed_run=args.from_run)
     ran = sum(1 for r in result["steps"] if r["status"] == "ran")
     print(f"srcal run: {ran} of {len(result['steps'])} steps ran, the rest were complete; "
           f"{result['wall_s']:.0f} s. metrics.json, report.md, report.html in:", file=sys.stderr)
@@ -109,6 +111,7 @@ def cmd_pipeline(args) -> int:
                                       registry=args.registry)
             print(out)
             return 0
+        _pipeline_preflight(args.recipe, args.set)
         common = {"host": args.host, "recipe": args.recipe, "overrides": args.set, "s3_secret": args.s3_secret,
                   "package": args.package, "params": kp.parse_params(args.param), "token": args.token,
                   "namespace": args.namespace}
@@ -127,6 +130,18 @@ def cmd_pipeline(args) -> int:
         return 2
     print(json.dumps(res, indent=2))
     return 0
+
+
+def _pipeline_preflight(recipe: str, overrides: list[str]) -> None:
+    """The checks that hold off-cluster (S3 sources); an unusable recipe is left to submit's own errors."""
+    from srcal import preflight
+    from srcal.config import RecipeError, load_recipe
+
+    try:
+        rec = load_recipe(recipe, overrides)
+    except RecipeError:
+        return
+    preflight.check(rec, where="pipeline")
 
 
 def _add_pipeline_parser(sub) -> None:

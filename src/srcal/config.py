@@ -362,8 +362,15 @@ class RScorerConfig:
     threads: int = _help("torch threads for training (0 = torch default).", default=2, meta={"min": 0})
     use_lora: bool = _help("LoRA instead of full fine-tune (real recipes).", default=False)
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32, target_modules=r".*\.(q_proj|k_proj|v_proj|o_proj)"))
-    serve: Literal["hf", "openai"] = _help("'hf' = in-process judge; 'openai' = vLLM/KServe endpoint at `url`.", default="hf")
-    url: str = _help("Endpoint URL when serve == 'openai'.", default="")
+    serve: Literal["hf", "openai"] = _help(
+        "'hf' = the score step loads the judge in-process; 'openai' = it asks an OpenAI-compatible server of the "
+        "trained judge (vLLM, KServe) at `url`. In `srcal pipeline` the judge_serving parameter decides and sets "
+        "both (kserve, in-step-vllm: openai + the server's URL; in-step: hf). `srcal run` starts no judge server: "
+        "with 'openai' it needs `url` (a judge trained before, e.g. the --from run's), checked before the first "
+        "stage (srcal.preflight).", default="hf")
+    url: str = _help(
+        "Judge endpoint (…/v1) when serve == 'openai'; empty in the shipped real recipes, whose pipeline runs "
+        "fill it in. `srcal run` refuses to start with serve 'openai' and no url.", default="")
     served_model: str = _help("Model name the judge endpoint serves (vLLM --served-model-name).", default="judge")
     timeout_s: float = _help("Per-request timeout of the judge endpoint.", default=30.0, meta={"min": 0.1})
     retries: int = _help("Retries per judge request.", default=3, meta={"min": 0})
