@@ -40,7 +40,7 @@ _lock = threading.Lock()
 def require_tokenizers() -> Path:
     """The tokenizer cache, or skip (fail under ``SRCAL_REQUIRE_TOKENIZERS=1``) when it is incomplete."""
     try:
-        for name in shrunk.TOKENIZER_PACKAGES:
+        for name in shrunk.TOKENIZERS:
             shrunk.tokenizer_files(name, TOKENIZER_CACHE)
     except shrunk.TokenizersMissing as e:
         if os.environ.get("SRCAL_REQUIRE_TOKENIZERS") == "1":

