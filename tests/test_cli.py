@@ -25,3 +25,58 @@ def test_bad_override_exits_2_with_the_key(capsys):
 
     assert main(["recipe", "show", "--set", "align.bta=1"]) == 2
     assert "align.bta: unknown key" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------- errors for people
+
+
+def _srcal(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "srcal.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("srcal: error:")]
+
+
+def test_expected_errors_print_one_line_and_exit_2_and_debug_shows_the_traceback(tmp_path):
+    r = _srcal("recipe", "show", "--set", "align.bta=1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(_error_lines(r.stderr)) == 1 and "align.bta: unknown key" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("srcal: error:")
+
+    r = _srcal("stage", "no-such-stage", "--output", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "unknown stage 'no-such-stage'" in _error_lines(r.stderr)[0]
+
+    r = _srcal("--debug", "recipe", "show", "--set", "align.bta=1")
+    assert r.returncode == 1 and "Traceback" in r.stderr and "RecipeError" in r.stderr
+
+
+def test_an_unexpected_error_keeps_its_traceback(tmp_path):
+    """Bugs must stay loud: only the named expected errors are shortened."""
+    r = _srcal("stage", "search-merge", "--output", str(tmp_path / "o"))  # ValueError: no shard inputs
+    assert r.returncode == 1 and "Traceback" in r.stderr and not _error_lines(r.stderr)
+
+
+def test_a_data_error_from_eval_is_one_line_naming_the_threshold(tmp_path):
+    """A data artifact whose every eval row is bad: DataError (share over data.max_rejected_share)."""
+    import json
+
+    from srcal import store
+
+    data, model = tmp_path / "d", tmp_path / "m"
+    data.mkdir()
+    model.mkdir()
+    rows = [{"id": f"s{i}", "image": "images/none.png", "question": "q", "answer": "a", "category": "math",
+             "source": "t"} for i in range(3)]
+    (data / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\xff\n", encoding="latin-1")
+    (model / "config.json").write_text("{}")
+    store.publish(data, str(tmp_path / "data"), {"resume_key": "x", "stage": "data"})
+    store.publish(model, str(tmp_path / "model"), {"resume_key": "x", "stage": "base"})
+    r = _srcal("eval", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data"),
+               "--out", str(tmp_path / "out"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    (line,) = _error_lines(r.stderr)
+    assert "4 of 4 rows rejected" in line and "data.max_rejected_share" in line

@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run one stage as a pipeline component would, benchmark, or compile/submit the Kubeflow pipeline.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true",
+                   help="debug logging, and the full traceback of expected errors (data, recipe, store, …)")
     sub = p.add_subparsers(dest="command", required=True)
 
     rp = sub.add_parser("recipe", help="inspect recipes")
@@ -276,17 +278,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Failures a user can fix (bad input, recipe, artifact, store, endpoint, cluster): one line and exit 2.
+# Named, not imported, so that a failing command does not import modules it never used (and `srcal
+# --help` stays light); subclasses count too (preflight.PreflightError is a RecipeError).
+EXPECTED_ERRORS = frozenset({
+    "srcal.config.RecipeError",
+    "srcal.data.schema.DataError",
+    "srcal.stages.StageError",
+    "srcal.store.StoreError",
+    "srcal.pipeline.PipelineError",
+    "srcal.models.loading.ModelArtifactError",
+    "srcal.kserve.ServeError",
+    "srcal.trainjob.TrainJobError",
+    "srcal.client.RequestFailed",
+})
+
+
+def is_expected(e: BaseException) -> bool:
+    """True for the errors whose message says what to fix (:data:`EXPECTED_ERRORS` and subclasses)."""
+    return any(f"{c.__module__}.{c.__qualname__}" in EXPECTED_ERRORS for c in type(e).__mro__)
+
+
+def error_line(e: BaseException) -> str:
+    """The message on one line (multi-problem messages are joined with "; ")."""
+    parts = [p.strip() for p in str(e).splitlines() if p.strip()]
+    return "srcal: error: " + ("; ".join(parts) or type(e).__name__) + "  (srcal --debug … shows the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose or args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from srcal.config import RecipeError
-    from srcal.stages import StageError
-
     try:
         return args.func(args) or 0
-    except (RecipeError, StageError) as e:
-        print(f"srcal: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if args.debug or not is_expected(e):
+            raise
+        print(error_line(e), file=sys.stderr)
         return 2
 
 
