@@ -27,13 +27,19 @@ Guarantees (what a reader may rely on)
   cache entry visible (rename); later calls reuse it without network traffic.
 * **Retries with backoff.** Every S3 call goes through botocore's ``standard`` retry mode
   (exponential backoff with jitter on throttling, 5xx and connection errors), ``SRCAL_S3_MAX_ATTEMPTS``
-  attempts (default 8).
+  attempts (default 8). botocore retries a request only until the response *head* arrives; a body that
+  breaks off afterwards (connection reset mid-download, fewer bytes than ``Content-Length``, a response
+  checksum mismatch) surfaces as a streaming error, so every object read here (:func:`_read_retrying`)
+  retries the whole GET with backoff as well. A file that still does not match the marker's sha256 after
+  download is fetched once more before :func:`materialize` gives up (tests/test_faults.py injects each
+  of these through a proxy in front of the moto server).
 
 S3 settings come from the standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``/``AWS_REGION``, profiles); with an explicit endpoint
 (MinIO, Ceph, moto) path-style addressing is used. Transfer tuning: ``SRCAL_S3_MULTIPART_THRESHOLD`` and
 ``SRCAL_S3_MULTIPART_CHUNKSIZE`` (bytes, default 64 MiB / 16 MiB), ``SRCAL_S3_MAX_CONCURRENCY``
-(default 16). The local cache lives in ``SRCAL_CACHE_DIR`` (default ``~/.cache/srcal``).
+(default 16), ``SRCAL_S3_READ_TIMEOUT`` (seconds without a byte before a read is abandoned and retried,
+default 120). The local cache lives in ``SRCAL_CACHE_DIR`` (default ``~/.cache/srcal``).
 
 A location that holds anything else (a non-empty directory without a marker, an S3 prefix with
 foreign objects) is refused by :func:`check_target` before a stage runs, so a mistyped ``--out`` never
@@ -144,12 +150,12 @@ def hash_dir(path: str | os.PathLike) -> str:
 # ------------------------------------------------------------------------------------------ S3 client
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, unit: str = "bytes") -> int:
     raw = os.environ.get(name, "")
     try:
         return int(raw) if raw else default
     except ValueError as e:
-        raise StoreError(f"environment variable {name}={raw!r}: expected an integer number of bytes") from e
+        raise StoreError(f"environment variable {name}={raw!r}: expected an integer number of {unit}") from e
 
 
 def client_config():
@@ -160,9 +166,12 @@ def client_config():
         "AWS_ENDPOINT_URL_S3") else {}
     return Config(
         retries={"total_max_attempts": _env_int("SRCAL_S3_MAX_ATTEMPTS", 8), "mode": "standard"},
+        # One pooled connection per transfer thread (botocore's default is 10): with fewer, urllib3 discards
+        # and reopens connections under load ("Connection pool is full" warnings).
+        max_pool_connections=max(10, _env_int("SRCAL_S3_MAX_CONCURRENCY", 16, "threads")),
         s3=s3,
         connect_timeout=10,
-        read_timeout=120,
+        read_timeout=_env_int("SRCAL_S3_READ_TIMEOUT", 120, "seconds"),
     )
 
 
@@ -194,7 +203,8 @@ def s3_client():
     env = os.environ
     key = (os.getpid(), env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
            env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"), env.get("AWS_ACCESS_KEY_ID"),
-           env.get("AWS_PROFILE"), env.get("SRCAL_S3_MAX_ATTEMPTS"))
+           env.get("AWS_PROFILE"), env.get("SRCAL_S3_MAX_ATTEMPTS"), env.get("SRCAL_S3_READ_TIMEOUT"),
+           env.get("SRCAL_S3_MAX_CONCURRENCY"))
     if key not in _CLIENTS:
         endpoint = key[1] or None
         region = key[2] or ("us-east-1" if endpoint else None)
@@ -215,11 +225,43 @@ def _s3_exists(bucket: str, key: str) -> bool:
         raise StoreError(f"s3://{bucket}/{key}: {e}") from e
 
 
+def _streaming_errors() -> tuple[type[BaseException], ...]:
+    """Errors raised while a response body is read, after botocore's own retries are over."""
+    from botocore import exceptions as be
+
+    return (be.ResponseStreamingError, be.IncompleteReadError, be.FlexibleChecksumError, be.ReadTimeoutError,
+            be.ConnectionClosedError, be.EndpointConnectionError, ConnectionError, TimeoutError)
+
+
+def _read_retrying(what: str, fn):
+    """``fn()`` (one GET including its body), retried on streaming errors with exponential backoff.
+
+    ``SRCAL_S3_MAX_ATTEMPTS`` tries in all; waits 0.1 s, 0.2 s, … (capped at 5 s) with equal jitter. The
+    last error is raised as it is (the caller's message names the object).
+    """
+    import random
+
+    attempts = max(1, _env_int("SRCAL_S3_MAX_ATTEMPTS", 8, "attempts"))
+    errors = _streaming_errors()
+    for i in range(attempts):
+        try:
+            return fn()
+        except errors as e:
+            if i == attempts - 1:
+                raise
+            step = min(5.0, 0.1 * 2**i)
+            log.warning("reading %s broke off (%s: %s); retry %d/%d", what, type(e).__name__,
+                        str(e)[:160], i + 1, attempts - 1)
+            time.sleep(step / 2 + random.uniform(0, step / 2))
+    raise AssertionError("unreachable")
+
+
 def _s3_get(bucket: str, key: str) -> bytes:
     from botocore.exceptions import ClientError
 
     try:
-        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return _read_retrying(f"s3://{bucket}/{key}",
+                              lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code")
         if code in ("404", "NoSuchKey", "NotFound"):
@@ -445,10 +487,13 @@ def _upload_one(client, cfg, path: Path, bucket: str, key: str, size: int) -> No
 
 
 def _download_one(client, cfg, bucket: str, key: str, dest: Path, size: int) -> None:
+    """One object to ``dest``: ranged parallel GETs above the multipart threshold, else one GET; both retried
+    when the body breaks off (s3transfer retries its ranges itself; :func:`_read_retrying` the whole file)."""
     if size >= cfg.multipart_threshold:
-        client.download_file(bucket, key, str(dest), Config=cfg)
+        _read_retrying(f"s3://{bucket}/{key}", lambda: client.download_file(bucket, key, str(dest), Config=cfg))
     else:
-        dest.write_bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        dest.write_bytes(_read_retrying(f"s3://{bucket}/{key}",
+                                        lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read()))
 
 
 def _s3_list(bucket: str, prefix: str) -> list[str]:
@@ -510,6 +555,15 @@ def materialize(uri: str) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)  # an artifact may hold no files at all
     got = file_digests(tmp)
     bad = sorted(r for r in set(got) | set(marker["files"]) if got.get(r) != marker["files"].get(r))
+    if bad and set(bad) <= set(marker["files"]):
+        # Bytes damaged in transit (no response checksum caught it) read right the second time; an artifact
+        # changed behind its marker reads wrong again and is refused below.
+        log.warning("%s: %d file(s) do not match the completion marker after download (e.g. %s); fetching "
+                    "them again", uri, len(bad), bad[:3])
+        _parallel(lambda rel: _download_one(client, cfg, bucket, _key(prefix, rel), tmp / rel,
+                                            marker["files"][rel]["size"]), bad)
+        got = file_digests(tmp)
+        bad = sorted(r for r in set(got) | set(marker["files"]) if got.get(r) != marker["files"].get(r))
     if bad:
         shutil.rmtree(tmp, ignore_errors=True)
         raise StoreError(
