@@ -175,3 +175,13 @@ def test_pipeline_submit_stops_before_contacting_the_host(s3_bucket, capsys):
     err = capsys.readouterr().err
     assert f"data.sources[0].path: {s3_bucket}/preflight-submit/empty/ has no objects" in err
     assert "rscorer.url" not in err  # the pipeline's judge_serving provides it
+
+
+def test_teacher_and_labeller_urls_are_required_when_the_recipe_loads():
+    """Their kinds need no run context, so :mod:`srcal.config` refuses them already (before preflight)."""
+    from srcal.config import RecipeError
+
+    with pytest.raises(RecipeError) as e:
+        load_recipe("llava-1.5-7b", ["teacher.url=", "labeller.url="])
+    assert "teacher.url: required when teacher.kind is 'openai'" in str(e.value)
+    assert "labeller.url: required when labeller.kind is 'openai'" in str(e.value)
