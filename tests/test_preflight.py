@@ -182,6 +182,6 @@ def test_teacher_and_labeller_urls_are_required_when_the_recipe_loads():
     from srcal.config import RecipeError
 
     with pytest.raises(RecipeError) as e:
-        load_recipe("llava-1.5-7b", ["teacher.url=", "labeller.url="])
+        load_recipe("llava-1.5-7b", ["teacher.url=''", "labeller.url=''"])
     assert "teacher.url: required when teacher.kind is 'openai'" in str(e.value)
     assert "labeller.url: required when labeller.kind is 'openai'" in str(e.value)
