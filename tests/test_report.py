@@ -104,3 +104,85 @@ def test_plot_tolerates_an_interval_that_misses_the_point_by_float_noise():
     """Wilson's lower bound for 0 of 300 comes out as 8.7e-19 > 0; the error bar must clamp, not raise."""
     rounds = [{"name": "base", "rap_format": 0.0, "rap_format_ci": [8.673617379884035e-19, 0.0126]}]
     assert report.plot_metrics_by_round(rounds)[:4] == b"\x89PNG"
+
+
+def test_report_shows_the_judge_on_the_policys_candidates_and_against_the_oracle(run_inputs, tmp_path):
+    """policy_agreement comes from the judge's held-out metrics, the oracle agreement from round 1's curate
+    summary; both land in metrics.json → rscorer and in the report's judge line and curation table."""
+    (run_inputs["judge"] / "heldout_metrics.json").write_text(json.dumps(
+        {"heldout_agreement": 0.85, "heldout_pairs": 300, "policy_agreement": 0.71, "policy_pairs": 40}))
+    cur = run_inputs["round1_curate"] / "summary.json"
+    cur.write_text(json.dumps({**json.loads(cur.read_text()), "judge": "rscorer",
+                               "judge_vs_oracle": {"agreement": 0.6, "readings": 120},
+                               "oracle": {"pairs": 7, "chosen_factuality": 0.35, "rejected_factuality": 0.18}}))
+    out = tmp_path / "report"
+    report.run_report(load_recipe("tiny", ["rounds=1"]), run_inputs, out)
+    rs = json.loads((out / "metrics.json").read_text())["rscorer"]
+    assert (rs["policy_agreement"], rs["policy_pairs"]) == (0.71, 40)
+    assert (rs["oracle_agreement_round1"], rs["oracle_readings_round1"]) == (0.6, 120)
+    md = (out / "report.md").read_text()
+    assert "policy's own candidates (model vs model, both orders, non-tie): 0.710 on 40 pairs" in md
+    assert "round 1's scored candidates: 0.600 of 120" in md
+    assert "| 0.350 / 0.180 | 0.600 (120) |" in md
+
+
+def _run_dir(root, name, rounds: dict, rft_fact=(0.5, 0.5, 0.5, 0.5), rft_correct=(1, 1, 0, 0), judge="rscorer"):
+    """A finished run directory as far as `srcal compare` reads it: eval/<model>/predictions.jsonl for rft
+    and each round, round<k>/curate and round1/score summaries."""
+    run = root / name
+    models = {"rft": (rft_correct, rft_fact), **rounds}
+    for model, (correct, fact) in models.items():
+        d = run / "eval" / model
+        d.mkdir(parents=True)
+        (d / "predictions.jsonl").write_text("".join(json.dumps(
+            {"id": f"e{i}", "correct": bool(c), "factuality": f, "consistent": bool(c), "rap_format": True,
+             "response": f"{model if model == 'rft' else 'x'}-{i}-{f}"}) + "\n"
+            for i, (c, f) in enumerate(zip(correct, fact))))
+    for k, model in enumerate(rounds, 1):
+        (run / model / "curate").mkdir(parents=True)
+        (run / model / "curate" / "summary.json").write_text(json.dumps(
+            {"counts": {"kept": 10 * k}, "judge": judge, "aggregation": "weighted"}))
+    (run / "round1" / "score").mkdir(parents=True)
+    (run / "round1" / "score" / "summary.json").write_text(json.dumps({"mode": "pairwise"}))
+    return run
+
+
+def test_compare_runs_hand_computed(tmp_path):
+    """Reference A (3 rounds): round3 factuality (.75, 1, .5, .75) vs RFT (.5, .5, .5, .5) → +.25;
+    accuracy (1, 1, 1, 0) vs (1, 1, 0, 0) → +.25. Ablation B (1 round, oracle): factuality (.5, .5, .75, .5)
+    → +.0625 vs RFT; vs A's round3 per item (−.25, −.5, +.25, −.25) → −.1875; accuracy (1, 1, 0, 0) → 0 vs
+    RFT, −.25 vs A. C has another RFT model (same_rft false)."""
+    a = _run_dir(tmp_path, "tiny", {"round1": ((1, 0, 0, 0), (0.5,) * 4), "round2": ((1, 1, 0, 0), (0.5,) * 4),
+                                    "round3": ((1, 1, 1, 0), (0.75, 1.0, 0.5, 0.75))})
+    b = _run_dir(tmp_path, "tiny-oracle", {"round1": ((1, 1, 0, 0), (0.5, 0.5, 0.75, 0.5))}, judge="oracle")
+    c = _run_dir(tmp_path, "tiny-other", {"round1": ((1, 1, 0, 0), (0.5,) * 4)}, rft_fact=(0.25,) * 4)
+    comp = report.compare_runs([a, b, c])
+    ra, rb, rc = comp["runs"]
+    assert ra["last"] == "round3" and "vs_reference" not in ra and ra["same_rft"]
+    assert ra["vs_rft"]["rationale_factuality"]["diff"] == pytest.approx(0.25)
+    assert ra["vs_rft"]["accuracy"]["diff"] == pytest.approx(0.25) and ra["vs_rft"]["accuracy"]["n"] == 4
+    lo, hi = ra["vs_rft"]["rationale_factuality"]["ci95"]
+    assert 0.0 <= lo <= 0.25 <= hi <= 0.5  # bootstrap means of (.25, .5, 0, .25) lie in [0, .5]
+    assert rb["vs_rft"]["rationale_factuality"]["diff"] == pytest.approx(0.0625)
+    assert rb["vs_reference"]["rationale_factuality"]["diff"] == pytest.approx(-0.1875)
+    assert rb["vs_reference"]["accuracy"]["diff"] == pytest.approx(-0.25)
+    assert rb["settings"] == {"rounds": 1, "score_mode": "pairwise", "judge": "oracle", "aggregation": "weighted",
+                              "pairs": [10]}
+    assert ra["settings"]["pairs"] == [10, 20, 30] and rb["same_rft"] and not rc["same_rft"]
+    md = report.comparison_markdown(comp)
+    assert "| tiny-oracle | 1 round(s), score pairwise, judge oracle" in md and "+0.250" in md and "-0.188" in md
+
+
+def test_srcal_compare_cli_writes_the_section_and_refuses_an_unfinished_run(tmp_path, capsys):
+    from srcal.cli import main
+
+    a = _run_dir(tmp_path, "tiny", {"round1": ((1, 1, 1, 0), (0.75, 1.0, 0.5, 0.75))})
+    b = _run_dir(tmp_path, "tiny-uniform", {"round1": ((1, 1, 0, 0), (0.5,) * 4)})
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "abl")]) == 0
+    assert "## Ablations" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "abl" / "ablations.json").read_text())
+    assert [r["label"] for r in saved["runs"]] == ["tiny", "tiny-uniform"]
+    assert (tmp_path / "abl" / "ablations.md").read_text().startswith("## Ablations")
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(a), str(tmp_path / "empty")]) == 2
+    assert "no eval/rft" in capsys.readouterr().err

@@ -86,6 +86,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from srcal.report import write_comparison
+
+    try:
+        _, md = write_comparison(args.runs, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"srcal compare: error: {e}", file=sys.stderr)
+        return 2
+    print(md)
+    return 0
+
+
 def cmd_run(args) -> int:
     from srcal import flow, preflight
 
@@ -273,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stage option, e.g. --option shard=0/4")
     sp.add_argument("--force", action="store_true", help="re-run even if the output is complete")
     sp.set_defaults(func=cmd_stage)
+    cp = sub.add_parser("compare", help="ablations: each run's last round − RFT and − the first run's last round, "
+                        "paired bootstrap 95%% CIs (docs/ablations.md)")
+    cp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories; the first is the reference")
+    cp.add_argument("--out", default=None, help="also write ablations.json and ablations.md into this directory")
+    cp.set_defaults(func=cmd_compare)
     _add_bench_parser(sub)
     _add_pipeline_parser(sub)
     return p

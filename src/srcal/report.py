@@ -125,12 +125,21 @@ def build_metrics(recipe, c: dict[str, Any]) -> dict[str, Any]:
     rounds = [{"name": e["name"], "n": e.get("n"), **{m: e.get(m) for m in METRICS},
                **{k: v for k, v in e.items() if k not in ("name", "n", *METRICS)}} for e in c["rounds"]]
     h = c["heldout"]
+    first_vs_oracle = next((x["summary"]["judge_vs_oracle"] for x in c["curation"]
+                            if (x["summary"].get("judge_vs_oracle") or {}).get("readings")), None)
     metrics = {
         "recipe": recipe.name,
         "rounds": rounds,
         "rscorer": {"heldout_agreement": h.get("heldout_agreement", h.get("agreement")),
                     "heldout_pairs": h.get("heldout_pairs", h.get("n_pairs", h.get("n"))),
-                    **{k: v for k, v in h.items() if k not in ("heldout_agreement", "heldout_pairs")}},
+                    # the judge on the policy's own candidates (held-out model-vs-model pairs, clean label)
+                    "policy_agreement": h.get("policy_agreement"),
+                    "policy_pairs": h.get("policy_pairs"),
+                    # shapes world: the judge vs the noise-free oracle on the first round's scored candidates
+                    "oracle_agreement_round1": (first_vs_oracle or {}).get("agreement"),
+                    "oracle_readings_round1": (first_vs_oracle or {}).get("readings"),
+                    **{k: v for k, v in h.items() if k not in ("heldout_agreement", "heldout_pairs",
+                                                                 "policy_agreement", "policy_pairs")}},
         "timings_s": c["timings"],
     }
     names = [e["name"] for e in c["rounds"]]
@@ -140,7 +149,9 @@ def build_metrics(recipe, c: dict[str, Any]) -> dict[str, Any]:
                                  "paired_diff": compare_rounds(c["predictions"]["rft"], c["predictions"][last])}
     metrics["curation"] = [{"round": x["round"], "counts": x["summary"].get("counts"),
                             "dropped": x["summary"].get("dropped"), "aggregation": x["summary"].get("aggregation"),
-                            "mean_margin": x["summary"].get("mean_margin"), "align": x["align"]}
+                            "judge": x["summary"].get("judge", "rscorer"),
+                            "mean_margin": x["summary"].get("mean_margin"), "oracle": x["summary"].get("oracle"),
+                            "judge_vs_oracle": x["summary"].get("judge_vs_oracle"), "align": x["align"]}
                            for x in c["curation"]]
     return metrics
 
@@ -288,14 +299,20 @@ def comparison_table(metrics: dict[str, Any]) -> list[list[str]] | None:
 
 
 def curation_table(curation: list[dict[str, Any]]) -> list[list[str]]:
-    rows = [["round", "samples", "kept", "dropped (reasons)", "mean margin", "DPO steps", "loss first → last",
-             "reward acc."]]
+    """One row per round; on the shapes world also the oracle's view of the pairs: mean factuality of the
+    chosen vs the rejected side, and the judge's agreement with the oracle on the candidates it scored."""
+    rows = [["round", "samples", "kept", "dropped (reasons)", "mean margin", "factuality chosen / rejected",
+             "judge = oracle", "DPO steps", "loss first → last", "reward acc."]]
     for x in curation:
         s, a = x["summary"], x["align"] or {}
         counts = s.get("counts") or {}
+        o, jo = s.get("oracle") or {}, s.get("judge_vs_oracle") or {}
         dropped = ", ".join(f"{k}: {v}" for k, v in (s.get("dropped") or {}).items()) or "–"
-        rows.append([x["round"], _fmt(counts.get("samples")), _fmt(counts.get("kept")), dropped,
-                     _fmt(s.get("mean_margin")), _fmt(a.get("steps")),
+        fact = f"{_fmt(o.get('chosen_factuality'))} / {_fmt(o.get('rejected_factuality'))}" if o else "–"
+        agree = f"{_fmt(jo.get('agreement'))} ({jo.get('readings')})" if jo else "–"
+        rows.append([x["round"] + ("" if s.get("judge", "rscorer") == "rscorer" else f" ({s['judge']})"),
+                     _fmt(counts.get("samples")), _fmt(counts.get("kept")), dropped,
+                     _fmt(s.get("mean_margin")), fact, agree, _fmt(a.get("steps")),
                      f"{_fmt(a.get('loss_first'))} → {_fmt(a.get('loss_last'))}", _fmt(a.get("rewards_accuracy_last"))])
     return rows
 
@@ -327,7 +344,12 @@ def render(recipe, metrics: dict[str, Any], c: dict[str, Any], plots: dict[str, 
     tt = [["step", "seconds"]] + [[k, _fmt(v, 1)] for k, v in metrics["timings_s"].items()]
     rs = metrics["rscorer"]
     judge_line = (f"R-Scorer held-out agreement: {_fmt(rs.get('heldout_agreement'))} on "
-                  f"{_fmt(rs.get('heldout_pairs'))} pairs.")
+                  f"{_fmt(rs.get('heldout_pairs'))} pairs; on the policy's own candidates (model vs model, "
+                  f"both orders, non-tie): {_fmt(rs.get('policy_agreement'))} on {_fmt(rs.get('policy_pairs'))} "
+                  f"pairs.")
+    if rs.get("oracle_agreement_round1") is not None:
+        judge_line += (f" Against the noise-free oracle on round 1's scored candidates: "
+                       f"{_fmt(rs['oracle_agreement_round1'])} of {rs['oracle_readings_round1']} non-tie readings.")
     exs = examples(c["curation"])
 
     md = [f"# {title}\n", "## Models on the eval split (95% CI)\n", _md_table(rt)]
@@ -371,6 +393,95 @@ def render(recipe, metrics: dict[str, Any], c: dict[str, Any], plots: dict[str, 
                      f"<p>rejected (#{ex.get('rejected_index')}):</p><pre>{html.escape(ex['rejected'])}</pre>")
     h += ["<h2>Timings per step (s, when the step ran)</h2>", _html_table(tt), "</body></html>"]
     return "".join(md), "\n".join(h)
+
+
+# ------------------------------------------------------------------------------------------- ablations
+
+
+def _eval_names(run: Path) -> list[str]:
+    """Models evaluated in a run directory (``eval/<name>/predictions.jsonl``), base < rft < round1 < …"""
+    d = Path(run) / "eval"
+    names = [p.name for p in d.iterdir() if (p / "predictions.jsonl").exists()] if d.is_dir() else []
+    return sorted(names, key=model_order)
+
+
+def run_settings(run: Path) -> dict[str, Any]:
+    """What tells ablations apart, read from the run's own artifacts (a run directory keeps no recipe copy):
+    rounds evaluated, the scoring mode, who curated, the aggregation, and pairs kept per round."""
+    run = Path(run)
+    rounds = [n for n in _eval_names(run) if n.startswith("round")]
+    cur = [_read_json(run / n / "curate" / "summary.json") or {} for n in rounds]
+    score = _read_json(run / "round1" / "score" / "summary.json") or {}
+    first = cur[0] if cur else {}
+    return {"rounds": len(rounds), "score_mode": score.get("mode"), "judge": first.get("judge", "rscorer") if first else None,
+            "aggregation": first.get("aggregation"), "pairs": [(c.get("counts") or {}).get("kept") for c in cur]}
+
+
+def compare_runs(runs: list[str | Path]) -> dict[str, Any]:
+    """Each run's last round − its RFT model, and its last round − the first run's (the reference's) last
+    round, as paired bootstrap differences on the eval items both have (:func:`compare_rounds`).
+
+    Sibling runs made with ``srcal run --from <reference>`` share data, base and RFT, so their RFT rows are
+    the same model's and the second difference is the ablation's own effect; ``same_rft`` says whether a
+    run's RFT predictions are identical to the reference's (if not, read only its own last − RFT).
+    """
+    if not runs:
+        raise ValueError("compare: name at least one run directory (the first is the reference)")
+    loaded = []
+    for run in map(Path, runs):
+        names = _eval_names(run)
+        last = next((n for n in reversed(names) if n.startswith("round")), None)
+        if "rft" not in names or last is None:
+            raise FileNotFoundError(f"compare: {run} has no eval/rft and eval/round<k> predictions (is it a "
+                                    f"finished srcal run directory?)")
+        pred = {n: read_jsonl(run / "eval" / n / "predictions.jsonl") for n in ("rft", last)}
+        loaded.append((run, last, pred))
+    ref_run, ref_last, ref_pred = loaded[0]
+    ref_rft = {r["id"]: r.get("response") for r in ref_pred["rft"]}
+    out = []
+    for run, last, pred in loaded:
+        entry = {"run": str(run), "label": run.name, "settings": run_settings(run), "last": last,
+                 "same_rft": {r["id"]: r.get("response") for r in pred["rft"]} == ref_rft,
+                 "vs_rft": compare_rounds(pred["rft"], pred[last])}
+        if run != ref_run:
+            entry["vs_reference"] = compare_rounds(ref_pred[ref_last], pred[last])
+        out.append(entry)
+    return {"reference": str(ref_run), "runs": out}
+
+
+def _delta(v: dict[str, Any] | None) -> str:
+    if not v or v.get("diff") is None:
+        return "–"
+    return f"{v['diff']:+.3f} {_ci(v['ci95'])}".strip()
+
+
+def comparison_markdown(comp: dict[str, Any]) -> str:
+    """The ablation section: one row per run, last − RFT and last − reference with 95% paired CIs."""
+    rows = [["run", "settings", "last", "paired n", "factuality Δ vs RFT", "accuracy Δ vs RFT",
+             "consistency Δ vs RFT", "format Δ vs RFT", "factuality Δ vs reference", "accuracy Δ vs reference"]]
+    for e in comp["runs"]:
+        st, d, r = e["settings"], e["vs_rft"], e.get("vs_reference")
+        setting = (f"{st['rounds']} round(s), score {st['score_mode'] or '?'}, judge {st['judge'] or '?'}, "
+                   f"{st['aggregation'] or '?'}; pairs {st['pairs']}" + ("" if e["same_rft"] else "; other RFT"))
+        rows.append([e["label"], setting, e["last"], str(d["rationale_factuality"]["n"]),
+                     _delta(d["rationale_factuality"]), _delta(d["accuracy"]), _delta(d["consistency"]),
+                     _delta(d["rap_format"]), _delta((r or {}).get("rationale_factuality")) if r else "reference",
+                     _delta((r or {}).get("accuracy")) if r else "reference"])
+    return ("## Ablations (paired bootstrap 95% CIs on the shared eval items)\n\n"
+            f"Reference: `{comp['reference']}`. Δ vs RFT = the run's last round − its RFT model; Δ vs reference "
+            "= the run's last round − the reference's last round.\n\n" + _md_table(rows))
+
+
+def write_comparison(runs: list[str | Path], out: str | Path | None = None) -> tuple[dict[str, Any], str]:
+    """``srcal compare``: the comparison as (dict, markdown); with ``out``, also ``ablations.json`` and
+    ``ablations.md`` there."""
+    comp = compare_runs(runs)
+    md = comparison_markdown(comp)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "ablations.json").write_text(json.dumps(comp, indent=2) + "\n")
+        (Path(out) / "ablations.md").write_text(md)
+    return comp, md
 
 
 def run_report(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dict[str, Any]:
