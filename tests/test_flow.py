@@ -172,3 +172,28 @@ def test_seed_from_copies_only_complete_artifacts(tmp_path):
     assert store.is_complete(str(out / "base")) and (out / "base" / "x.txt").read_text() == "1"
     assert not (out / "rft").exists() and not (out / "rft.partial").exists()
     assert flow.seed_from(flow.plan_run(recipe, str(out)), str(src), str(out)) == []  # idempotent
+
+
+def test_report_shows_the_search_time_of_a_sharded_search(tmp_path):
+    """Bug 5: with search.shards > 1 the report's round<k>_search was the merge's own ~0.0 s. The merge now
+    carries its shards' timings (3.0 s + 5.0 s, from their summary.json): the report shows 8.0 s plus the
+    merge's own time, and the summary keeps the ParallelFor's wall time (max = 5.0 s) too."""
+    from srcal import report, store
+
+    recipe = load_recipe("tiny", ["rounds=1", "search.shards=2"])
+    steps = {s.key: s for s in flow.plan_run(recipe, str(tmp_path / "run"))}
+    for i, seconds in enumerate((3.0, 5.0)):
+        shard = steps[f"round1/search-shards/{i}"]
+        d = tmp_path / f"s{i}"
+        d.mkdir()
+        cand = {"sample_id": f"x{i}", "text": "It is red.\nAnswer: red", "answer": "red", "n_tokens": 5,
+                "sentences": ["It is red."]}
+        (d / "candidates.jsonl").write_text(json.dumps(cand) + "\n")
+        (d / "summary.json").write_text(json.dumps({"stage": "search", "timings_s": {"total": seconds}}))
+        store.publish(d, shard.output, marker={"stage": "search", "resume_key": str(i)})
+    merge = steps["round1/search"]
+    summary = stages.execute(merge.stage, recipe, merge.inputs, merge.output, **merge.options)
+    assert summary["timings_s"]["shards_sum"] == 8.0 and summary["timings_s"]["shards_max"] == 5.0
+    own = summary["timings_s"]["total"]
+    shown = report.collect(recipe, {"round1_search": Path(merge.output)})["timings"]["round1_search"]
+    assert shown == round(8.0 + own, 1) and shown >= 8.0

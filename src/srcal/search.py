@@ -746,7 +746,24 @@ def run_search_merge(recipe, inputs: dict[str, Path], out: Path, split: str = "c
         samples = {r["id"]: r for r in rows}
     prefix = recipe.rap_answer_prefix if recipe is not None else "Answer:"
     return {"counts": {"shards": len(names), "samples": len(seen), "candidates": n_c, "rejected": n_r},
-            "split": split, "diversity": diversity_report(samples, merged, prefix)}
+            "split": split, "diversity": diversity_report(samples, merged, prefix),
+            "timings_s": shard_timings([Path(inputs[n]) for n in names])}
+
+
+def shard_timings(dirs: list[Path]) -> dict[str, float]:
+    """The shards' own ``timings_s.total`` (their summary.json): ``shards_sum`` (the search work, what a
+    local run waits for: shards run one after another) and ``shards_max`` (the wall time of a ParallelFor).
+    Without them the merged step's time is the merge's alone, and a sharded search looked free in the
+    report (issue 12, bug 5)."""
+    import json
+
+    totals = []
+    for d in dirs:
+        try:
+            totals.append(float(json.loads((d / "summary.json").read_text())["timings_s"]["total"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a shard without a summary (not published by stages.execute) adds nothing
+    return {"shards_sum": round(sum(totals), 3), "shards_max": round(max(totals, default=0.0), 3)}
 
 
 # ------------------------------------------------------------------------------------------- benchmark
