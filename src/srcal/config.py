@@ -329,6 +329,11 @@ class RScorerConfig:
     )
     pairs_per_sample: int = _help(
         "Labelled pairs drawn per sample's response pool (more = fewer distinct scenes).", default=4, meta={"min": 1})
+    policy_samples: int = _help(
+        "RFT-split samples the RFT policy searches (step rscorer/search) for the judge's own-distribution pairs "
+        "(model candidate vs model candidate): the judge must see what it judges in the rounds, and the RFT "
+        "split is disjoint from calibration and eval. Part go to held-out pairs (rscorer.policy_agreement).",
+        default=200, meta={"min": 1})
     double_corrupt: float = _help(
         "Share of corrupted responses corrupted a second time (wider spread of error counts).",
         default=0.3, meta={"min": 0.0, "max": 1.0})
