@@ -230,6 +230,8 @@ class FaultProxy:
                 _rst(conn)
                 return
             body = _read_chunked(rfile) if chunked else rfile.read(length)
+            if not chunked and len(body) < length:
+                return  # the client died mid-request (a kill test): forward nothing half-sent
             if kind == "status":
                 code, message = _ERRORS.get(rule.status, ("Error", "Injected error."))
                 xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}'
