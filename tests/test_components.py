@@ -188,17 +188,25 @@ def test_whole_graph_wiring_under_kfp_local(tmp_path, s3_bucket, monkeypatch):
     print(f"kfp.local wiring run: {wall:.1f} s")
     # each search shard got its own slice; the merge got both
     shard_opts = sorted(json.loads((p / "options.json").read_text())["shard"]
-                        for p in run_dir.glob("for-loop-2-iteration-*/search-op/candidates"))
+                        for p in run_dir.glob("for-loop-2-iteration-*/search-op-2/candidates"))
     assert shard_opts == ["0/2", "1/2"]
+    # the judge's pairs: the RFT policy's search on the rft split (options resolved from the plan at run
+    # time), handed to rscorer-data (issue 12 bug 1: the pipeline gave it no candidates)
+    rsearch = run_dir / "search-op" / "candidates"
+    assert json.loads((rsearch / "options.json").read_text()) == {"split": "rft", "limit": "150", "shard": "0/1"}
+    assert json.loads((rsearch / "inputs.json").read_text())["policy"].endswith("/rft-op/rft")
+    rdata = json.loads((run_dir / "rscorer-data-op" / "rscorer_data" / "inputs.json").read_text())
+    assert rdata["candidates"].endswith("/search-op/candidates")
     merged = json.loads((run_dir / "search-merge-op" / "candidates" / "inputs.json").read_text())
     assert sorted(merged) == ["shard0", "shard1"]
     # round 2 searched with round 1's aligned policy, round 3 with round 2's
     for k, producer in ((2, "align-op"), (3, "align-op-2")):
-        inputs = json.loads(next(run_dir.glob(f"for-loop-{k + 1}-iteration-0/search-op-{k}/candidates"))
+        inputs = json.loads(next(run_dir.glob(f"for-loop-{k + 1}-iteration-0/search-op-{k + 1}/candidates"))
                             .joinpath("inputs.json").read_text())
         assert inputs["policy"].endswith(f"/{producer}/aligned"), inputs
-        assert json.loads((run_dir / f"for-loop-{k + 1}-iteration-0" / f"search-op-{k}" / "candidates" /
-                           "options.json").read_text())["round"] == f"round{k}"
+        assert json.loads((run_dir / f"for-loop-{k + 1}-iteration-0" / f"search-op-{k + 1}" / "candidates" /
+                           "options.json").read_text()) == {"split": "calib", "round": f"round{k}",
+                                                            "shard": "0/2"}
     # in-step serving: the score step loaded the judge itself
     assert json.loads((run_dir / "score-op" / "judgments" / "judge.json").read_text()) == {"serve": "hf", "url": ""}
     # the real report stage saw all five evaluated models and the three rounds' curation

@@ -57,28 +57,32 @@ def test_task_counts_by_kind(spec):
     counts = Counter(kind for kind, *_ in _tasks(spec))
     assert counts == {
         "data": 1, "base": 1, "rft": 1, "eval": 5, "rscorer-data": 1, "rscorer-train": 1, "rscorer-serve": 1,
-        "rscorer-teardown": 1, "shard-indexes": 3, "search": 3, "search-merge": 3, "score": 3, "curate": 3,
-        "align": 3, "report": 1, "export": 1,
+        "rscorer-teardown": 1, "shard-indexes": 3, "search": 4, "search-merge": 3, "score": 3, "curate": 3,
+        "align": 3, "report": 1, "export": 1,  # search: rscorer-search + one per round's ParallelFor
         "exit-handler": 1, "for-loop": 3,  # DAG tasks
     }
 
 
 def test_three_rounds_chain_through_the_policy(spec):
-    """Round k's search and align read round k-1's aligned policy (round 1: the RFT model)."""
+    """Round k's search and align read round k-1's aligned policy (round 1: the RFT model); tasks are named
+    by their plan step (srcal.graph.task_name). tests/test_graph.py checks every edge for every recipe."""
     pipeline_spec, _ = spec
     display = {name: t["taskInfo"]["name"] for _, name, t in kp.iter_tasks(pipeline_spec)}
     by_display = {t["taskInfo"]["name"]: t for _, _, t in kp.iter_tasks(pipeline_spec)}
     for k in (1, 2, 3):
-        assert {f"search-round{k}", f"search-merge-round{k}", f"score-round{k}", f"curate-round{k}",
-                f"align-round{k}", f"eval-round{k}"} <= set(by_display)
-    expected = {1: "rft", 2: "align-round1", 3: "align-round2"}
+        assert {f"round{k}-search-shard", f"round{k}-search", f"round{k}-score", f"round{k}-curate",
+                f"round{k}-align", f"eval-round{k}"} <= set(by_display)
+    expected = {1: "rft", 2: "round1-align", 3: "round2-align"}
     for k, want in expected.items():
-        src = by_display[f"align-round{k}"]["inputs"]["artifacts"]["policy"]["taskOutputArtifact"]
+        src = by_display[f"round{k}-align"]["inputs"]["artifacts"]["policy"]["taskOutputArtifact"]
         assert display[src["producerTask"]] == want, (k, src)
         # the searches of round k sit in the ParallelFor; their policy enters the loop from the same producer
-        loop = by_display[f"round{k}-search"]
+        loop = by_display[f"round{k}-search-shards"]
         producers = {display[a["taskOutputArtifact"]["producerTask"]] for a in loop["inputs"]["artifacts"].values()}
         assert producers == {"data", "base", want}, k
+    # the judge's data gets the RFT policy's candidates on the rft split (issue 12 bug 1: it had none)
+    src = by_display["rscorer-data"]["inputs"]["artifacts"]["candidates"]["taskOutputArtifact"]
+    assert display[src["producerTask"]] == "rscorer-search"
 
 
 def test_gpu_settings_on_exactly_the_gpu_steps(spec):
@@ -190,6 +194,16 @@ def test_parameters(spec):
     assert params["score_gpus"]["defaultValue"] == 0 and params["score_tolerations"]["defaultValue"] == []
     assert params["recipe"]["defaultValue"] == "tiny"
     assert params["shards"]["parameterType"] == "NUMBER_INTEGER"
+
+
+def test_the_pipeline_is_compiled_for_a_recipe(tmp_path):
+    """``--recipe``: the DAG is that recipe's plan and the run's ``recipe`` parameter defaults to it."""
+    out = kp.compile_pipeline(tmp_path / "llava.yaml", recipe="llava-1.5-7b")
+    spec, _ = kp.read_package(out)
+    assert kp.package_parameters(spec)["recipe"]["defaultValue"] == "llava-1.5-7b"
+    assert kp.package_rounds(spec) == 3
+    with pytest.raises(kp.PipelineError, match="not found"):
+        kp.compile_pipeline(tmp_path / "x.yaml", recipe="no-such-recipe")
 
 
 def test_rounds_are_a_compile_option(tmp_path):
