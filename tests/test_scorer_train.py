@@ -106,6 +106,28 @@ def test_two_trainings_give_identical_weights(pairs, tmp_path):
     assert {k: v for k, v in ma.items() if k not in drop} == {k: v for k, v in mb.items() if k not in drop}
 
 
+def test_policy_agreement_is_measured_on_the_policys_held_out_candidates(tmp_path):
+    """rscorer-data given the policy's candidates on rft samples puts model-vs-model pairs into the held-out
+    split (scorer/data.py); the trained judge's heldout_metrics.json then reports policy_agreement over
+    them — a rate, on as many pairs as the held-out split has model-vs-model pairs."""
+    from scorer_helpers import candidate_rows, write_jsonl
+
+    recipe = tiny_recipe("rscorer.steps=2")
+    samples, cands = candidate_rows(recipe, 8, 4)
+    write_jsonl(tmp_path / "data" / "rft.jsonl", samples)
+    write_jsonl(tmp_path / "cands" / "candidates.jsonl", cands)
+    rdata = tmp_path / "rdata"
+    run_rscorer_data(recipe, {"data": tmp_path / "data", "candidates": tmp_path / "cands"}, rdata)
+    held = [json.loads(x) for x in (rdata / "heldout.jsonl").read_text().splitlines()]
+    model_pairs = {r["pair_id"] for r in held if r["source_a"] == r["source_b"] == "model"
+                   and r["clean_label"] != "C"}
+    assert model_pairs
+    run_rscorer_train(recipe, {"rscorer_data": rdata}, tmp_path / "judge")
+    m = json.loads((tmp_path / "judge" / "heldout_metrics.json").read_text())
+    assert m["policy_pairs"] == len(model_pairs) and m["policy_rows"] == 2 * len(model_pairs)
+    assert 0.0 <= m["policy_agreement"] <= 1.0
+
+
 def test_trl_sft_trainer_on_the_tiny_judge(pairs, tmp_path):
     """The real recipes' path (TRL SFT, loss on the verdict token), run on the tiny judge."""
     pytest.importorskip("trl")
