@@ -251,3 +251,29 @@ def test_foreign_locations_are_refused_before_any_work(tmp_path, s3_bucket):
     with pytest.raises(store.StoreError):
         store.publish(tmp_path / "a", f"{s3_bucket}/datalake", {"resume_key": "a", "stage": "s"})
     assert store.read_bytes(f"{s3_bucket}/datalake", "table.parquet") == b"precious"
+
+
+def test_client_config_reads_read_timeout_and_pool_size_from_env(monkeypatch):
+    """SRCAL_S3_READ_TIMEOUT bounds a stalled read (then retried); the connection pool matches the transfer
+    threads, so parallel uploads do not discard and reopen connections."""
+    monkeypatch.setenv("SRCAL_S3_READ_TIMEOUT", "7")
+    monkeypatch.setenv("SRCAL_S3_MAX_CONCURRENCY", "32")
+    cfg = store.client_config()
+    assert cfg.read_timeout == 7 and cfg.max_pool_connections == 32
+    monkeypatch.setenv("SRCAL_S3_READ_TIMEOUT", "soon")
+    with pytest.raises(store.StoreError, match="SRCAL_S3_READ_TIMEOUT='soon': expected an integer number of seconds"):
+        store.client_config()
+
+
+def test_debug_logging_prints_no_credentials(s3_uri, monkeypatch, caplog):
+    """With the root logger at DEBUG (``srcal -v``), S3 calls log no access key id and no session token:
+    botocore's wire dumps (request headers, the signed canonical request) stay off."""
+    import logging
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASRCALDEBUGLEAK01")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "srcal-debug-leak-session-token")
+    with caplog.at_level(logging.DEBUG):
+        store.write_json(s3_uri, "m.json", {"ok": 1})
+        assert store.read_json(s3_uri, "m.json") == {"ok": 1}
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "AKIASRCALDEBUGLEAK01" not in text and "srcal-debug-leak-session-token" not in text

@@ -187,6 +187,21 @@ def transfer_config():
     )
 
 
+def quiet_wire_logs() -> None:
+    """Cap botocore's logging at INFO unless someone set its level on purpose.
+
+    botocore's DEBUG records are wire dumps: every request's headers, including the access key id and the
+    session token (``X-Amz-Security-Token``), and the canonical request that is signed. ``srcal -v`` puts the
+    root logger at DEBUG, which alone would print them to the terminal, a CI log or a pod log
+    (tests/test_secrets.py runs with ``-v``). Someone who wants the wire dump sets
+    ``logging.getLogger("botocore").setLevel(logging.DEBUG)`` themselves.
+    """
+    for name in ("botocore", "s3transfer"):
+        lg = logging.getLogger(name)
+        if lg.level == logging.NOTSET:
+            lg.setLevel(logging.INFO)
+
+
 _CLIENTS: dict[tuple, Any] = {}
 
 
@@ -200,6 +215,7 @@ def s3_client():
         import boto3
     except ImportError as e:  # pragma: no cover - depends on the install
         raise StoreError("s3:// URIs need boto3: pip install 'srcal[s3]'") from e
+    quiet_wire_logs()
     env = os.environ
     key = (os.getpid(), env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
            env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"), env.get("AWS_ACCESS_KEY_ID"),
