@@ -326,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose or args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from srcal.store import quiet_wire_logs
+
+    quiet_wire_logs()  # -v must not print botocore's wire dumps (credentials in request headers)
     try:
         return args.func(args) or 0
     except Exception as e:
