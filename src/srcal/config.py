@@ -137,8 +137,11 @@ class TinyModelConfig:
 
 @dataclass
 class ModelConfig:
-    family: Literal["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"] = _help(
-        "Architecture family; selects processor handling and LoRA target regex.", default="llava"
+    family: Literal["", "llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3",
+                    "internvl"] = _help(
+        "Architecture family. '' (default) = read from the checkpoint's config.json model_type "
+        "(srcal.models.capabilities); set it only to override that (a known architecture saved under another "
+        "model_type), or to pick the tiny model's family with base 'tiny' ('' = llava).", default=""
     )
     base: str = _help(
         "HF model id, local dir or s3:// URI of the base LVLM; 'tiny' builds and trains the offline model.",

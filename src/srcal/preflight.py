@@ -31,6 +31,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from srcal.config import Recipe, RecipeError
+from srcal.models import capabilities
 
 log = logging.getLogger("srcal.preflight")
 
@@ -51,7 +52,9 @@ def check(recipe: Recipe, *, where: Literal["run", "pipeline"] = "run") -> None:
     problems: list[str] = []
     if where == "run":
         problems += _endpoints(recipe)
-        problems += _model_dir("model.base", recipe.model.base, processor=True, family=recipe.model.family)
+        problems += _model_dir("model.base", recipe.model.base, processor=True)
+        # the architecture from the checkpoint's config.json: unsupported ones stop here (issue 16)
+        problems += capabilities.problems(recipe)
         problems += _model_dir("rscorer.base", recipe.rscorer.base, processor=False)
     if recipe.data.world == "real":
         problems += _sources(recipe, where)
@@ -100,7 +103,7 @@ def _looks_local(ref: str) -> bool:
     return ref.startswith(("/", "./", "../", "~")) or Path(ref).exists()
 
 
-def _model_dir(key: str, ref: str, *, processor: bool, family: str | None = None) -> list[str]:
+def _model_dir(key: str, ref: str, *, processor: bool) -> list[str]:
     """A local model directory has its config, weights, tokenizer and (for the LVLM) image processor.
 
     Hub ids and ``s3://`` URIs are not checked here (no network on the path to the first stage); a srcal
@@ -115,7 +118,7 @@ def _model_dir(key: str, ref: str, *, processor: bool, family: str | None = None
     if pointer.is_file():
         target = str(json.loads(pointer.read_text()).get("base") or "")
         if target and target != ref:
-            return _model_dir(f"{key} (-> {target})", target, processor=processor, family=family)
+            return _model_dir(f"{key} (-> {target})", target, processor=processor)
     names = {p.name for p in path.iterdir()}
     missing = []
     if "config.json" not in names:
@@ -127,17 +130,6 @@ def _model_dir(key: str, ref: str, *, processor: bool, family: str | None = None
     if processor and not names & set(PROCESSOR_FILES):
         missing.append(f"an image processor ({' or '.join(PROCESSOR_FILES)})")
     out = [f"{key}: {ref} is not a complete model directory; missing {'; '.join(missing)}"] if missing else []
-    if family and "config.json" in names:
-        from srcal.models.loading import FAMILIES
-
-        try:
-            model_type = json.loads((path / "config.json").read_text()).get("model_type")
-        except (OSError, ValueError) as e:
-            return [*out, f"{key}: {path / 'config.json'} is not readable JSON: {e}"]
-        if FAMILIES.get(model_type) != family:
-            out.append(f"{key}: {ref} is a {model_type!r} model but model.family is {family!r}"
-                       + (f"; set model.family={FAMILIES[model_type]}" if model_type in FAMILIES else
-                          f"; supported model types: {sorted(FAMILIES)}"))
     return out
 
 

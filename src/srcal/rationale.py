@@ -59,11 +59,13 @@ def _load_image(data_dir: Path, rel: str):
 
 def run_base(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
     """Stage ``base``: build + short-answer-train the tiny LVLM, or point at a real base model."""
+    from srcal.models.capabilities import recipe_family
     from srcal.models.loading import write_base_pointer
 
     if recipe.model.base != "tiny":
-        write_base_pointer(out, recipe.model.base, recipe.model.family)
-        return {"base": recipe.model.base, "family": recipe.model.family, "trained": False}
+        family = recipe_family(recipe)  # the override, else the checkpoint's model_type
+        write_base_pointer(out, recipe.model.base, family)
+        return {"base": recipe.model.base, "family": family, "trained": False}
     from srcal.models import base_cache
 
     data_dir = Path(inputs["data"])
@@ -79,6 +81,7 @@ def run_base(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
 def build_tiny_from_recipe(recipe, out: Path) -> Path:
     """The untrained tiny LVLM of ``recipe.model.family``, tokenizer trained on shapes-world text."""
     from srcal.data import shapes
+    from srcal.models.capabilities import CAPABILITIES, tiny_family
     from srcal.models.tiny import build_tiny_lvlm
 
     t = recipe.model.tiny
@@ -86,9 +89,10 @@ def build_tiny_from_recipe(recipe, out: Path) -> Path:
     sizes = {"vision_hidden": t.vision_hidden, "vision_layers": t.vision_layers, "vision_heads": t.vision_heads,
              "text_hidden": t.text_hidden, "text_layers": t.text_layers, "text_heads": t.text_heads,
              "text_intermediate": t.text_intermediate or None}
-    if recipe.model.family == "llava":
+    family = tiny_family(recipe)
+    if CAPABILITIES[family].tiny_patch_size:
         sizes["patch_size"] = t.patch_size
-    return build_tiny_lvlm(recipe.model.family, corpus, out, image_size=recipe.data.shapes.image_size,
+    return build_tiny_lvlm(family, corpus, out, image_size=recipe.data.shapes.image_size,
                            vocab_size=t.vocab_size, sizes=sizes, seed=recipe.seed)
 
 
@@ -165,6 +169,7 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     import torch
 
     from srcal.data.oracle import short_answer_text
+    from srcal.models.capabilities import tiny_family
     from srcal.models.loading import load_processor, pick_device, plain_question_messages
 
     cfg = recipe.base_train
@@ -234,7 +239,7 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     if rejected:
         jsonl.write_jsonl(out / "rejected.jsonl", rejected, sort_keys=True)
     tail = [r["loss"] for r in log_rows[-20:]]
-    return {"base": "tiny", "family": recipe.model.family, "trained": True,
+    return {"base": "tiny", "family": tiny_family(recipe), "trained": True,
             "counts": {"train_rows": len(rows), "caption_rows": len(captions), "rejected": len(rejected),
                        "steps": cfg.steps},
             "params": sum(p.numel() for p in model.parameters()),

@@ -632,7 +632,8 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
     t0 = time.time()
     i, n = parse_shard(shard)
     data_dir = Path(inputs["data"])
-    rows, bad_rows = read_jsonl(data_dir / f"{split}.jsonl", max_rejected_share=recipe.data.max_rejected_share)
+    rows, bad_rows = read_jsonl(data_dir / f"{split}.jsonl", max_rejected_share=recipe.data.max_rejected_share,
+                                max_prompt_chars=recipe.data.max_prompt_chars)  # before any tokenizer
     k = parse_round(options.get("round"))  # not a parameter named round: it would shadow round()
     split_rows = len(rows)
     rows = round_slice(rows, k, recipe.rounds, recipe.search.fresh_per_round)
@@ -823,13 +824,14 @@ def _tiny_bench_inputs(recipe, n: int, workdir: Path):
     """A freshly built (random-weight) tiny LLaVA of the recipe's sizes, and ``n`` shapes-world samples
     (2:1:1) with their images: the benchmark's inputs when no trained RFT model is available."""
     from srcal.data import shapes
+    from srcal.models.capabilities import tiny_family
     from srcal.models.loading import load_lvlm
     from srcal.models.tiny import build_tiny_lvlm
 
     cfg, t = recipe.data.shapes, recipe.model.tiny
     sizes = {"patch_size": t.patch_size, "vision_hidden": t.vision_hidden, "vision_layers": t.vision_layers,
              "text_hidden": t.text_hidden, "text_layers": t.text_layers, "text_heads": t.text_heads}
-    model_dir = build_tiny_lvlm(recipe.model.family, shapes.corpus(cfg, 200, recipe.seed), workdir / "model",
+    model_dir = build_tiny_lvlm(tiny_family(recipe), shapes.corpus(cfg, 200, recipe.seed), workdir / "model",
                                 image_size=cfg.image_size, vocab_size=t.vocab_size, sizes=sizes, seed=recipe.seed)
     model, proc = load_lvlm(model_dir, dtype="float32", device="cpu")
     counts = {"perception": n - 2 * (n // 4), "chart": n // 4, "math": n // 4}
@@ -852,6 +854,8 @@ def bench_search(recipe, arch: str | None = None, random_weights: bool = False, 
 
     import torch
 
+    from srcal.models.capabilities import tiny_family
+
     if arch:
         return _bench_search_arch(recipe, arch, random_weights, samples=samples, max_sentences=max_sentences,
                                   baseline_samples=baseline_samples)
@@ -873,7 +877,7 @@ def bench_search(recipe, arch: str | None = None, random_weights: bool = False, 
             model_note = f"RFT policy of {run_dir}"
         else:
             model, proc, pairs = _tiny_bench_inputs(recipe, n, Path(tmp))
-            model_note = (f"tiny {recipe.model.family}, random weights (no finished RFT run at {run_dir!r}): "
+            model_note = (f"tiny {tiny_family(recipe)}, random weights (no finished RFT run at {run_dir!r}): "
                           "untrained, so most sentences run to the per-sentence token limit")
         from srcal.engines.hf import HFEngine
 

@@ -99,9 +99,12 @@ def prepare_model_for_vllm(model_dir: str | Path, out_dir: str | Path | None = N
     import json
     import shutil
 
+    from srcal.models.capabilities import CAPABILITIES
+
     model_dir = Path(model_dir)
     cfg = json.loads((model_dir / "config.json").read_text())
-    if cfg.get("model_type") != "llava":
+    caps = CAPABILITIES.get(cfg.get("model_type"))
+    if caps is None or not caps.vllm_vision_rename:
         return model_dir
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file

@@ -119,6 +119,8 @@ class HFEngine:
                  top_p: float = 1.0, min_p: float = 0.0, batched: bool = True, cache_image_features: bool = True):
         import torch
 
+        from srcal.models.capabilities import image_token_id, of_loaded_or_none
+
         self.model, self.processor = model, processor
         self.tok = getattr(processor, "tokenizer", processor)
         self.max_sentence_tokens, self.temperature, self.top_p = max_sentence_tokens, temperature, top_p
@@ -141,8 +143,9 @@ class HFEngine:
         self.anchor_text = self.tok.decode([self.anchor], skip_special_tokens=False, clean_up_tokenization_spaces=False)
         text_cfg = model.config.get_text_config()
         self.context_len = int(getattr(text_cfg, "max_position_embeddings", 4096))
-        self.image_token_id = getattr(model.config, "image_token_id", None) or getattr(model.config, "image_token_index", None)
-        self.cache_features = (cache_image_features and getattr(model.config, "model_type", "") == "llava"
+        self.image_token_id = image_token_id(model.config)
+        caps = of_loaded_or_none(model)  # None: a text-only model (the cross-check against vLLM)
+        self.cache_features = (cache_image_features and caps is not None and caps.cache_image_features
                                and hasattr(model, "get_image_features"))
         self.generate_calls = 0
 

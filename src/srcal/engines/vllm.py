@@ -93,6 +93,7 @@ class VLLMEngine:
     @classmethod
     def from_recipe(cls, recipe, inputs: dict[str, Path]) -> VLLMEngine:
         """Start a worker serving the round's policy: base (+ earlier adapters merged) + top LoRA."""
+        from srcal.models.capabilities import for_model_dir
         from srcal.models.loading import has_adapter, load_processor, pick_device, read_meta, resolve_base
         from srcal.vllm_engine import VllmWorker
 
@@ -115,8 +116,10 @@ class VLLMEngine:
         if on_gpu:
             args.update(gpu_memory_utilization=s.vllm_gpu_memory_utilization,
                         tensor_parallel_size=s.vllm_tensor_parallel)
-        if recipe.model.family in ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl"):
-            args["limit_mm_per_prompt"] = {"image": 1}
+        caps = for_model_dir(base, family=recipe.model.family)  # every supported family is image-text-to-text
+        if lora and not caps.vllm_lora:
+            raise RuntimeError(f"vLLM cannot serve {caps.model_type!r} with a LoRA adapter; set search.engine=hf")
+        args["limit_mm_per_prompt"] = {"image": 1}
         worker = VllmWorker(args)
         processor = load_processor(policy if policy is not None and (Path(policy) / "tokenizer_config.json").exists()
                                    else base)

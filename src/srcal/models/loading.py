@@ -20,10 +20,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from srcal.models.capabilities import CAPABILITIES, UnsupportedArchitecture, for_model_dir, outside_lm_probes
+
 META_FILE = "srcal_model.json"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-# transformers model_type -> our family name (ModelConfig.family)
-FAMILIES = {"llava": "llava", "llava_next": "llava_next", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl"}
+# transformers model_type -> our family name (ModelConfig.family); the table is srcal.models.capabilities
+FAMILIES = {c.model_type: c.family for c in CAPABILITIES.values()}
 
 
 class ModelArtifactError(RuntimeError):
@@ -68,15 +70,10 @@ def resolve_base(base_dir: str | Path) -> str:
 
 def family_of(model_path: str | Path) -> str:
     """Our family name for a model directory or hub id, from its config's ``model_type``."""
-    meta = read_meta(model_path) if Path(model_path).exists() else {}
-    if meta.get("family"):
-        return meta["family"]
-    from transformers import AutoConfig
-
-    mt = AutoConfig.from_pretrained(str(model_path)).model_type
-    if mt not in FAMILIES:
-        raise ModelArtifactError(f"{model_path}: model_type {mt!r} is not a supported family {sorted(FAMILIES)}")
-    return FAMILIES[mt]
+    try:
+        return for_model_dir(model_path).family
+    except UnsupportedArchitecture as e:
+        raise ModelArtifactError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -269,8 +266,7 @@ def lora_config(lora, *, task_type: str = "CAUSAL_LM"):
         rx = re.compile(pattern)
     except re.error as e:
         raise ValueError(f"lora.target_modules: {pattern!r} is not a valid regex: {e}") from None
-    for probe in ("model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj",
-                  "model.visual.blocks.0.attn.qkv", "model.multi_modal_projector.linear_1", "lm_head"):
+    for probe in (*outside_lm_probes(), "lm_head"):  # every known architecture's vision tower and projector
         if rx.fullmatch(probe):
             raise ValueError(f"lora.target_modules: {pattern!r} matches {probe!r}; keep LoRA inside the "
                              "language model (e.g. '.*language_model.*\\.(q_proj|v_proj)')")

