@@ -36,6 +36,22 @@ from srcal.jsonl import read_jsonl
 log = logging.getLogger("srcal.align")
 
 
+def fit_pairs(pairs: list[dict], max_prompt_chars: int) -> tuple[list[dict], list[dict]]:
+    """(kept, too long): DPO here never truncates (image tokens must survive), so a pair whose prompt is
+    over ``data.max_prompt_chars`` is set aside before TRL tokenizes it (it would size every padded batch)."""
+    from srcal.data.schema import prompt_chars_problem
+
+    kept, too_long = [], []
+    for p in pairs:
+        problem = prompt_chars_problem(p, max_prompt_chars)
+        if problem:
+            log.warning("align: pair %s set aside: %s", p.get("id"), problem)
+            too_long.append({"id": p.get("id"), "reason": problem})
+        else:
+            kept.append(p)
+    return kept, too_long
+
+
 def too_few_pairs_message(n: int, min_pairs: int) -> str:
     """The error a user sees when a round has too little data: it names the knobs that produce more."""
     return (
@@ -189,7 +205,7 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
 
     t0 = time.time()
     name = options.get("round", "align")
-    pairs = read_jsonl(Path(inputs["pairs"]) / "pairs.jsonl")
+    pairs, too_long = fit_pairs(read_jsonl(Path(inputs["pairs"]) / "pairs.jsonl"), recipe.data.max_prompt_chars)
     if len(pairs) < recipe.curate.min_pairs:
         raise StageError(too_few_pairs_message(len(pairs), recipe.curate.min_pairs))
     out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +226,7 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    return {"counts": {"pairs": len(pairs)}, "train": train, "name": name,
+    return {"counts": {"pairs": len(pairs), "prompt_too_long": len(too_long)}, "train": train, "name": name,
             "timings_s": {"align": round(time.time() - t0, 3)}}
 
 
@@ -219,7 +235,7 @@ def _dist_main(job_file: str) -> None:
     from srcal.distributed import read_job, write_summary_on_rank0
 
     recipe, inputs, out = read_job(job_file)
-    pairs = read_jsonl(inputs["pairs"] / "pairs.jsonl")
+    pairs, _ = fit_pairs(read_jsonl(inputs["pairs"] / "pairs.jsonl"), recipe.data.max_prompt_chars)
     write_summary_on_rank0(out, train_dpo(recipe, pairs, inputs["base"], inputs["policy"], inputs.get("data"), out))
 
 

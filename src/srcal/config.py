@@ -112,6 +112,11 @@ class DataConfig:
         default=0.05,
         meta={"min": 0.0, "max": 1.0},
     )
+    max_prompt_chars: int = _help(
+        "Reject (quarantine, with the reason) a row whose prompt text — question and choices — is longer than "
+        "this many characters, before anything is tokenized: one runaway row must not decide a batch's memory. "
+        "Rows within it are still checked against the model's context in tokens. 0 = no character limit.",
+        default=16000, meta={"min": 0})
     shapes: ShapesWorldConfig = field(default_factory=ShapesWorldConfig)
     sources: list[DataSource] = _help("Real dataset sources (world == 'real').", default_factory=list)
 

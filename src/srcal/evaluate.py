@@ -204,6 +204,31 @@ def round_entry(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- generation
 
 
+def fit_to_context(model, processor, samples: list[dict], images: list, max_new_tokens: int
+                   ) -> tuple[list[dict], list, list[dict]]:
+    """(samples, images, rejected): rows whose encoded prompt (image tokens included) plus ``max_new_tokens``
+    exceed the model's context are rejected with the reason, one row encoded at a time (each is already
+    within ``data.max_prompt_chars``), so no batch is ever built around an oversized row."""
+    from srcal.data.schema import context_length, prompt_tokens_problem, rejected_entry
+    from srcal.models.loading import plain_question_messages
+
+    context = context_length(getattr(model, "config", None), processor.tokenizer)
+    if context is None:
+        return samples, images, []
+    kept_s, kept_i, rejected = [], [], []
+    for s, im in zip(samples, images):
+        prompt = processor.apply_chat_template(plain_question_messages(s["question"], s.get("choices")),
+                                               add_generation_prompt=True)
+        n = int(processor(images=[im], text=[prompt], return_tensors="pt")["input_ids"].shape[1])
+        problem = prompt_tokens_problem(n, context, reserve=max_new_tokens)
+        if problem:
+            rejected.append(rejected_entry("<prompt>", None, s.get("id"), "question", problem))
+        else:
+            kept_s.append(s)
+            kept_i.append(im)
+    return kept_s, kept_i, rejected
+
+
 def generate_responses(model, processor, samples: list[dict], images: list, *, batch_size: int,
                        max_new_tokens: int, on_batch=None) -> list[str]:
     """Greedy responses to the plain question (no format prompt), batched with left padding.
@@ -234,8 +259,10 @@ def generate_responses(model, processor, samples: list[dict], images: list, *, b
     return out
 
 
-def load_split(data_dir: Path, split: str, max_rejected_share: float) -> tuple[list[dict], list, list[dict]]:
-    """Rows of ``<split>.jsonl`` with their images; unreadable rows are quarantined (returned as rejected)."""
+def load_split(data_dir: Path, split: str, max_rejected_share: float,
+               max_prompt_chars: int = 0) -> tuple[list[dict], list, list[dict]]:
+    """Rows of ``<split>.jsonl`` with their images; unreadable rows and prompts over ``max_prompt_chars``
+    are quarantined (returned as rejected) before any image is opened."""
     from PIL import Image
 
     from srcal.data.schema import read_jsonl
@@ -243,7 +270,8 @@ def load_split(data_dir: Path, split: str, max_rejected_share: float) -> tuple[l
     path = data_dir / f"{split}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no '{split}' split in the data artifact (run `srcal data build`)")
-    rows, rejected = read_jsonl(path, images_root=data_dir, max_rejected_share=max_rejected_share)
+    rows, rejected = read_jsonl(path, images_root=data_dir, max_rejected_share=max_rejected_share,
+                                max_prompt_chars=max_prompt_chars)
     images = []
     for r in rows:
         with Image.open(data_dir / r["image"]) as im:
@@ -270,12 +298,15 @@ def run_eval(recipe, inputs: dict[str, Path], out: Path, round: str = "eval", sp
 
     torch.manual_seed(recipe.seed)
     t0 = time.time()
-    samples, images, rejected = load_split(Path(inputs["data"]), split, recipe.data.max_rejected_share)
+    samples, images, rejected = load_split(Path(inputs["data"]), split, recipe.data.max_rejected_share,
+                                           recipe.data.max_prompt_chars)
     if int(limit):
         samples, images = samples[: int(limit)], images[: int(limit)]
     base = inputs.get("base", inputs["model"])
     model, proc = load_model_any(inputs["model"], base, dtype=recipe.model.dtype,
                                  device=pick_device(recipe.device))
+    samples, images, too_long = fit_to_context(model, proc, samples, images, recipe.eval.max_new_tokens)
+    rejected += too_long
     t_load = time.time()
     rows = evaluate_model(model, proc, samples, images, batch_size=recipe.eval.batch_size,
                           max_new_tokens=recipe.eval.max_new_tokens, prefix=recipe.rap_answer_prefix)
@@ -290,7 +321,8 @@ def run_eval(recipe, inputs: dict[str, Path], out: Path, round: str = "eval", sp
     log.info("eval %s: n=%d accuracy=%.3f rap_format=%.3f factuality=%s", round, entry["n"],
              entry["accuracy"] or 0.0, entry["rap_format"] or 0.0, entry["rationale_factuality"])
     return {"round": round, "split": split, "counts": {"in": len(samples) + len(rejected), "evaluated": len(rows),
-                                                       "rejected": len(rejected)},
+                                                       "rejected": len(rejected),
+                                                       "prompt_too_long": sum("prompt of" in r["reason"] for r in rejected)},
             "metrics": {k: entry[k] for k in ("n", "accuracy", "rap_format", "rationale_factuality", "consistency")},
             "timings_s": {"load": round_s(t_load - t0), "generate": round_s(t_gen - t_load)}}
 

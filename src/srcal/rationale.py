@@ -37,14 +37,17 @@ IGNORE_INDEX = -100
 # =============================================================================================== helpers
 
 
-def _read_split(data_dir: Path, name: str, max_rejected_share: float) -> tuple[list[dict], list[dict]]:
-    """Rows of ``<name>.jsonl`` whose images exist and decode; the rest are quarantined (rejected)."""
+def _read_split(data_dir: Path, name: str, max_rejected_share: float,
+                max_prompt_chars: int = 0) -> tuple[list[dict], list[dict]]:
+    """Rows of ``<name>.jsonl`` whose images exist and decode and whose prompt is within
+    ``max_prompt_chars``; the rest are quarantined (rejected) before the teacher or a tokenizer sees them."""
     from srcal.data.schema import read_jsonl
 
     path = data_dir / f"{name}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: the data artifact has no '{name}' split (run `srcal data build`)")
-    return read_jsonl(path, images_root=data_dir, max_rejected_share=max_rejected_share)
+    return read_jsonl(path, images_root=data_dir, max_rejected_share=max_rejected_share,
+                      max_prompt_chars=max_prompt_chars)
 
 
 def _load_image(data_dir: Path, rel: str):
@@ -525,7 +528,7 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
     t0 = time.time()
     data_dir, base_dir = Path(inputs["data"]), Path(inputs["base"])
     out.mkdir(parents=True, exist_ok=True)
-    samples, rejected = _read_split(data_dir, "rft", recipe.data.max_rejected_share)
+    samples, rejected = _read_split(data_dir, "rft", recipe.data.max_rejected_share, recipe.data.max_prompt_chars)
 
     # 1. Rationale-answer pairs from the teacher, filtered by answer match.
     raps, dropped, counts = augment(recipe, samples, data_dir, teacher_cache_path(recipe, out))

@@ -33,10 +33,13 @@ class DataError(ValueError):
     """Input data that cannot be used as a whole; the message names the file and how to fix it."""
 
 
-def sample_problems(row: Any, images_root: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+def sample_problems(row: Any, images_root: str | os.PathLike | None = None,
+                    max_prompt_chars: int = 0) -> list[tuple[str, str]]:
     """(field, reason) for every problem of one sample row; empty when the row is valid.
 
-    With ``images_root`` the image file must also exist under it and decode as an image.
+    With ``images_root`` the image file must also exist under it and decode as an image. With
+    ``max_prompt_chars`` (recipe ``data.max_prompt_chars``) a row whose prompt text is longer is a problem
+    (:func:`prompt_chars_problem`).
     """
     if not isinstance(row, dict):
         return [("<row>", f"expected a JSON object, got {type(row).__name__}")]
@@ -62,6 +65,10 @@ def sample_problems(row: Any, images_root: str | os.PathLike | None = None) -> l
         out.append(("scene", "expected an object or a string"))
     if row.get("rationale") is not None and not isinstance(row["rationale"], str):
         out.append(("rationale", "expected a string"))
+    if max_prompt_chars and not out:
+        problem = prompt_chars_problem(row, max_prompt_chars)
+        if problem:
+            out.append(("question", problem))
     image = row.get("image")
     if isinstance(image, str) and image.strip():
         p = PurePosixPath(image)
@@ -72,6 +79,53 @@ def sample_problems(row: Any, images_root: str | os.PathLike | None = None) -> l
             if problem:
                 out.append(("image", problem))
     return out
+
+
+def prompt_chars(row: dict) -> int:
+    """Characters of a sample's prompt text: the question plus its choices (what every stage shows)."""
+    choices = row.get("choices") if isinstance(row.get("choices"), list) else []
+    return len(str(row.get("question") or "")) + sum(len(str(c)) for c in choices)
+
+
+def prompt_chars_problem(row: dict, max_prompt_chars: int) -> str | None:
+    """Why a row's prompt is too long for ``data.max_prompt_chars``, or None.
+
+    The cheap guard that runs before any tokenizer: a runaway row (one huge question once exhausted the
+    machine in ``srcal eval`` — a batch is padded to its longest row and attention is quadratic in that
+    length) is refused here, so peak memory follows the recipe's limits, never the longest input row.
+    """
+    n = prompt_chars(row)
+    if max_prompt_chars and n > max_prompt_chars:
+        return f"prompt of {n} characters > data.max_prompt_chars={max_prompt_chars}"
+    return None
+
+
+def context_length(config: Any = None, tokenizer: Any = None) -> int | None:
+    """The model's context in tokens, or None when neither source states one.
+
+    The smaller of the tokenizer's ``model_max_length`` (Hugging Face stores ~1e30 for "not set", so values
+    above 10^7 are ignored) and the config's ``max_position_embeddings`` (the text model's, for the
+    vision-language configs that nest it under ``text_config``). Duck-typed: needs no transformers import.
+    """
+    found = []
+    n = getattr(tokenizer, "model_max_length", None)
+    if isinstance(n, int) and 0 < n < 10**7:
+        found.append(n)
+    for cfg in (getattr(config, "text_config", None), config):
+        n = getattr(cfg, "max_position_embeddings", None)
+        if isinstance(n, int) and n > 0:
+            found.append(n)
+            break
+    return min(found) if found else None
+
+
+def prompt_tokens_problem(n_prompt_tokens: int, context: int | None, reserve: int = 0) -> str | None:
+    """Why a prompt of ``n_prompt_tokens`` does not fit the context with ``reserve`` tokens left for the
+    answer (and any image tokens the caller did not count), or None. ``context`` None: no check."""
+    if context and n_prompt_tokens + reserve > context:
+        return (f"prompt of {n_prompt_tokens} tokens + {reserve} reserved > the model's context of {context} "
+                f"tokens")
+    return None
 
 
 def validate_sample(row: Any, images_root: str | os.PathLike | None = None) -> list[str]:
@@ -121,14 +175,15 @@ def check_rejected_share(file: str | os.PathLike, n_rows: int, rejected: list[di
 
 
 def read_jsonl(path: str | os.PathLike, *, images_root: str | os.PathLike | None = None,
-               max_rejected_share: float) -> tuple[list[dict], list[dict]]:
+               max_rejected_share: float, max_prompt_chars: int = 0) -> tuple[list[dict], list[dict]]:
     """Read a sample JSONL file: (valid rows, rejected entries).
 
     Lines are read by :func:`srcal.jsonl.iter_jsonl` (bytes split on ``\\n``, each line decoded alone), so
     rejected also holds lines that are not UTF-8, not JSON, longer than the reader's line limit, or a torn
     last line. Then rows that are not objects, rows with missing/ill-typed fields or unknown categories,
-    duplicate ids (the later one), and, when ``images_root`` is given, missing or unreadable images.
-    Blank lines are ignored. Raises :class:`DataError` when the rejected share exceeds the threshold.
+    duplicate ids (the later one), prompts over ``max_prompt_chars`` (recipe ``data.max_prompt_chars``;
+    0 = no limit), and, when ``images_root`` is given, missing or unreadable images. Blank lines are
+    ignored. Raises :class:`DataError` when the rejected share exceeds the threshold.
     """
     path = Path(path)
     rows: list[dict] = []
@@ -138,7 +193,7 @@ def read_jsonl(path: str | os.PathLike, *, images_root: str | os.PathLike | None
     for lineno, row in iter_jsonl(path, rejected, objects_only=False):
         n += 1
         row_id = row.get("id") if isinstance(row, dict) else None
-        problems = sample_problems(row, images_root)
+        problems = sample_problems(row, images_root, max_prompt_chars)
         if problems:
             field = problems[0][0]
             reason = "; ".join(f"{f}: {r}" for f, r in problems)

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from srcal.data.schema import prompt_chars_problem
 from srcal.jsonl import append_jsonl, read_jsonl, write_jsonl
 from srcal.scorer import fmt
 
@@ -237,6 +238,8 @@ def run_score(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> dict:
             rejected.append({"id": sid, "reason": "sample not in the data artifact"})
         elif len(cs) < 2:
             rejected.append({"id": sid, "reason": f"only {len(cs)} candidate(s); nothing to compare"})
+        elif prompt_chars_problem(samples[sid], recipe.data.max_prompt_chars):  # before any judge prompt
+            rejected.append({"id": sid, "reason": prompt_chars_problem(samples[sid], recipe.data.max_prompt_chars)})
         else:
             work.append((sid, samples[sid], cs))
     writer = JudgmentWriter(out)
