@@ -475,6 +475,7 @@ def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=
     import torch
     from trl import SFTConfig, SFTTrainer
 
+    from srcal.models.chat import end_assistant_turns, end_token_ids
     from srcal.models.loading import load_lvlm, lora_config, pick_device
 
     c = recipe.rft
@@ -483,6 +484,9 @@ def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=
     model, proc = load_lvlm(base_dir, dtype=recipe.model.dtype, device=device,
                             attn_implementation=recipe.model.attn_implementation)
     proc.tokenizer.padding_side = "right"
+    # targets must end with the end token even where the template omits it (LLaVA-1.5), or the tuned
+    # model never learns to stop (srcal.models.chat)
+    rows = end_assistant_turns(rows, proc, end_token_ids(proc, model))
     ckpt_dir = out / "checkpoints"
     resume = last_checkpoint(ckpt_dir)
     args = SFTConfig(

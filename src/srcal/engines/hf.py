@@ -252,8 +252,16 @@ class HFEngine:
 
     def _vision_batch(self, rows, width: int) -> dict[str, Any]:
         """Processor tensors for each row, stacked; per-token ones (e.g. ``mm_token_type_ids``) are padded
-        and extended like ``input_ids``."""
+        and extended like ``input_ids``.
+
+        Rows are concatenated along dim 0 (Qwen-VL's flattened patches have a different length per image
+        and are meant to be). Where per-sample tensors differ in a later dim — LLaVA-NeXT's anyres
+        ``pixel_values`` (1, n_tiles, 3, H, W), whose tile count depends on the aspect ratio — they are
+        zero-padded to the largest, as ``LlavaNextProcessor`` pads a batch: the model cuts each image's
+        tiles back out using ``image_sizes``.
+        """
         import torch
+        import torch.nn.functional as F
 
         out: dict[str, Any] = {}
         keys = rows[0][0].vision.keys()
@@ -267,6 +275,12 @@ class HFEngine:
                     row[0, width - total: width - len(prefix)] = v[0]
                     v = row
                 parts.append(v)
+            if len({tuple(v.shape[1:]) for v in parts}) > 1:
+                dims = parts[0].dim()
+                big = [max(v.shape[d] for v in parts) for d in range(1, dims)]
+                # F.pad takes (last dim before, after, second-to-last ...): pad only "after"
+                parts = [F.pad(v, [x for d in reversed(range(1, dims)) for x in (0, big[d - 1] - v.shape[d])])
+                         for v in parts]
             t = torch.cat(parts, dim=0).to(self.device)
             out[k] = t.to(self.model.dtype) if t.is_floating_point() else t
         return out
