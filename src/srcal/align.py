@@ -147,6 +147,7 @@ def train_dpo(recipe, pairs: list[dict[str, Any]], base_dir: Path, policy_dir: P
     from datasets import Dataset
     from trl import DPOTrainer
 
+    from srcal.models.chat import end_assistant_turns, end_token_ids
     from srcal.models.loading import load_policy, lora_config
 
     cfg = recipe.align
@@ -156,7 +157,9 @@ def train_dpo(recipe, pairs: list[dict[str, Any]], base_dir: Path, policy_dir: P
                                    device="cpu" if on_cpu else "cuda",
                                    attn_implementation=recipe.model.attn_implementation)
     model.train()
-    dataset = Dataset.from_list(preference_rows(pairs, data_dir))
+    # chosen/rejected end with the end token even where the template omits it (srcal.models.chat)
+    dataset = Dataset.from_list(end_assistant_turns(preference_rows(pairs, data_dir), processor,
+                                                    end_token_ids(processor, model)))
     args = dpo_config(cfg, out, seed=recipe.seed, on_cpu=on_cpu, n_pairs=len(pairs),
                       bf16=not on_cpu and recipe.model.dtype == "bfloat16")
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
