@@ -37,10 +37,12 @@ _built: dict[tuple[str, int], Path] = {}
 _lock = threading.Lock()
 
 
-def require_tokenizers() -> Path:
-    """The tokenizer cache, or skip (fail under ``SRCAL_REQUIRE_TOKENIZERS=1``) when it is incomplete."""
+def require_tokenizers(*releases: str) -> Path:
+    """The tokenizer cache, or skip (fail under ``SRCAL_REQUIRE_TOKENIZERS=1``) when the tokenizers of
+    ``releases`` (default: every tokenizer srcal.models.shrunk knows) are not all there."""
+    names = {shrunk.RELEASES[r].tokenizer for r in releases} if releases else set(shrunk.TOKENIZERS)
     try:
-        for name in shrunk.TOKENIZERS:
+        for name in sorted(names):
             shrunk.tokenizer_files(name, TOKENIZER_CACHE)
     except shrunk.TokenizersMissing as e:
         if os.environ.get("SRCAL_REQUIRE_TOKENIZERS") == "1":
@@ -52,7 +54,7 @@ def require_tokenizers() -> Path:
 def shrunk_model(release: str, *, layers: int = 2) -> Path:
     """Directory of the shrunken ``release`` (built on first use in this session; do not modify it)."""
     global _root
-    require_tokenizers()
+    require_tokenizers(release)
     with _lock:
         key = (release, layers)
         if key not in _built:
@@ -66,5 +68,5 @@ def shrunk_model(release: str, *, layers: int = 2) -> Path:
 
 def build_shrunk(release: str, out_dir: Path, *, layers: int = 2, seed: int = 0) -> Path:
     """A fresh shrunken copy at ``out_dir`` (for tests that modify it); skips/fails like :func:`shrunk_model`."""
-    require_tokenizers()
+    require_tokenizers(release)
     return shrunk.build_shrunk(release, out_dir, layers=layers, seed=seed, cache_dir=TOKENIZER_CACHE)
