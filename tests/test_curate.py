@@ -209,7 +209,8 @@ def test_oracle_selection_hand_computed():
     assert curate.select_by_oracle(f, min_margin=0.1, min_confidence=0.5, correct=right,
                                    require_correct=True).drop_reason == "chosen_wrong"
     assert curate.select_by_oracle([0.5, None, 0.5], min_margin=0, min_confidence=0).drop_reason == "no_preference"
-    assert curate.select_by_oracle([None, 0.5, None], min_margin=0, min_confidence=0).drop_reason == "no_preference"
+    assert curate.select_by_oracle([None, 0.5, None], min_margin=0,
+                                   min_confidence=0).drop_reason == "no_checkable_claims"
 
 
 def test_judge_oracle_agreement_hand_computed():

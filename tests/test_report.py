@@ -144,6 +144,10 @@ def _run_dir(root, name, rounds: dict, rft_fact=(0.5, 0.5, 0.5, 0.5), rft_correc
             {"counts": {"kept": 10 * k}, "judge": judge, "aggregation": "weighted"}))
     (run / "round1" / "score").mkdir(parents=True)
     (run / "round1" / "score" / "summary.json").write_text(json.dumps({"mode": "pairwise"}))
+    last = list(rounds)[-1]
+    (run / last / "align").mkdir(parents=True)
+    (run / last / "align" / "_SRCAL_COMPLETE.json").write_text(json.dumps({"hash": f"{name}-{last}"}))
+    (run / "metrics.json").write_text("{}")  # `srcal run` writes it last, once every step finished
     return run
 
 
@@ -169,6 +173,7 @@ def test_compare_runs_hand_computed(tmp_path):
     assert rb["settings"] == {"rounds": 1, "score_mode": "pairwise", "judge": "oracle", "aggregation": "weighted",
                               "pairs": [10]}
     assert ra["settings"]["pairs"] == [10, 20, 30] and rb["same_rft"] and not rc["same_rft"]
+    assert not rb["same_last_model"]
     md = report.comparison_markdown(comp)
     assert "| tiny-oracle | 1 round(s), score pairwise, judge oracle" in md and "+0.250" in md and "-0.188" in md
 
@@ -186,3 +191,18 @@ def test_srcal_compare_cli_writes_the_section_and_refuses_an_unfinished_run(tmp_
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(a), str(tmp_path / "empty")]) == 2
     assert "no eval/rft" in capsys.readouterr().err
+
+
+def test_compare_refuses_an_unfinished_ablation_and_flags_a_stale_copy(tmp_path):
+    """An ablation that failed after `--from` copied the reference's artifacts in holds the reference's
+    evals: without metrics.json it is refused; a finished run whose last model has the reference's content
+    hash is flagged (it measured nothing new)."""
+    a = _run_dir(tmp_path, "tiny", {"round1": ((1, 1, 1, 0), (0.75, 1.0, 0.5, 0.75))})
+    b = _run_dir(tmp_path, "tiny-oracle", {"round1": ((1, 1, 1, 0), (0.75, 1.0, 0.5, 0.75))})
+    (b / "metrics.json").unlink()
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        report.compare_runs([a, b])
+    (b / "metrics.json").write_text("{}")
+    (b / "round1" / "align" / "_SRCAL_COMPLETE.json").write_text(json.dumps({"hash": "tiny-round1"}))
+    comp = report.compare_runs([a, b])
+    assert comp["runs"][1]["same_last_model"] and "SAME last model" in report.comparison_markdown(comp)

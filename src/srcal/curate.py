@@ -38,8 +38,8 @@ claim are not ranked, P(i≻j) = ½ + ½ (f_i − f_j) and every pair has confid
 are the same, so judge-curated and oracle-curated rounds differ only in who ranks. On the shapes world the
 summary also measures the R-Scorer against the oracle on the candidates it judged (``judge_vs_oracle``).
 
-Everything here is numpy and the stdlib: the math functions are pure and the stage function only reads
-and writes JSONL.
+Everything here is numpy, the stdlib and the pure-Python shapes oracle: the math functions are pure and
+the stage function only reads and writes JSONL.
 """
 
 from __future__ import annotations
@@ -316,8 +316,11 @@ def select_by_oracle(factuality: list[float | None], *, min_margin: float, min_c
                      chosen_pool: str = "all", rap_ok: list[bool] | None = None,
                      chosen_rap_format: bool = False) -> Selection:
     """``curate.judge: oracle``: rank by the oracle's factuality ``f`` (None = no checkable claim, not
-    ranked); P(chosen≻rejected) = ½ + ½ (f_c − f_r), so the margin is half the factuality gap; confidence 1."""
+    ranked; fewer than two ranked → ``no_checkable_claims``); P(chosen≻rejected) = ½ + ½ (f_c − f_r), so
+    the margin is half the factuality gap; confidence 1."""
     s = [f if f is not None else 0.0 for f in factuality]
+    if sum(f is not None for f in factuality) < 2:  # the oracle cannot rank rationales without claims
+        return Selection(0, 0, s, 0.0, 0.0, 0.0, "no_checkable_claims")
     best, worst, reason = pick(s, correct=correct, chosen_pool=chosen_pool, rap_ok=rap_ok,
                                chosen_rap_format=chosen_rap_format, rankable=[f is not None for f in factuality])
     if reason:
@@ -571,7 +574,8 @@ def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> di
             f"curate: only {len(kept)} preference pairs survived (curate.min_pairs={cfg.min_pairs}); "
             f"dropped: {dict(reasons)}. Relax the filter that drops most: --set curate.min_margin=<lower than "
             f"{cfg.min_margin}>, --set curate.min_confidence=<lower than {cfg.min_confidence}>, "
-            f"--set curate.require_correct=false, or raise data.calib_size / search.n_candidates."
+            f"--set curate.require_correct=false, --set curate.chosen_pool=all (no_correct_candidate: no "
+            f"candidate has the right answer), or raise data.calib_size / search.n_candidates."
         )
     log.info("curate: kept %d of %d samples; dropped %s", len(kept), len(candidates), dict(reasons))
     return summary

@@ -13,6 +13,14 @@ What it adds beyond collecting: the headline comparison *last round vs RFT* on t
 paired differences with 95% bootstrap intervals (the eval items are shared, so pairing removes the
 between-item variance that two independent intervals would double-count).
 
+The judge is reported where it works: besides its held-out agreement on teacher RAPs and corruptions,
+``rscorer.policy_agreement`` (held-out pairs of two policy candidates) and, on the shapes world, its
+agreement with the noise-free oracle on the candidates round 1 really scored (from curate's summary).
+
+Ablations (:func:`compare_runs`, ``srcal compare RUN…``, docs/ablations.md) put sibling run directories made
+with ``srcal run --from`` side by side: each run's last round − its RFT, and − the reference's last round,
+paired on the shared eval items.
+
 Plots are drawn with matplotlib's Agg backend and embedded as base64 PNG in the HTML (so it renders as a
 KFP HTML artifact with no side files); ``plots/*.png`` are also written for ``report.md``.
 """
@@ -418,6 +426,13 @@ def run_settings(run: Path) -> dict[str, Any]:
             "aggregation": first.get("aggregation"), "pairs": [(c.get("counts") or {}).get("kept") for c in cur]}
 
 
+def _model_hash(artifact: Path) -> str | None:
+    """Content hash a finished artifact was published with (its completion marker), or None."""
+    from srcal import store
+
+    return (_read_json(artifact / store.MARKER) or {}).get("hash")
+
+
 def compare_runs(runs: list[str | Path]) -> dict[str, Any]:
     """Each run's last round − its RFT model, and its last round − the first run's (the reference's) last
     round, as paired bootstrap differences on the eval items both have (:func:`compare_rounds`).
@@ -435,14 +450,22 @@ def compare_runs(runs: list[str | Path]) -> dict[str, Any]:
         if "rft" not in names or last is None:
             raise FileNotFoundError(f"compare: {run} has no eval/rft and eval/round<k> predictions (is it a "
                                     f"finished srcal run directory?)")
+        if not (run / "metrics.json").exists():
+            # `srcal run` writes it last, after every step; a run that failed after `--from` copied the
+            # reference's artifacts in still holds the reference's evals, which would read as "no effect"
+            raise FileNotFoundError(f"compare: {run} has no metrics.json: the run did not finish (failed or "
+                                    f"still running); its artifacts may be copies of the --from run's")
         pred = {n: read_jsonl(run / "eval" / n / "predictions.jsonl") for n in ("rft", last)}
         loaded.append((run, last, pred))
     ref_run, ref_last, ref_pred = loaded[0]
     ref_rft = {r["id"]: r.get("response") for r in ref_pred["rft"]}
+    ref_model = _model_hash(ref_run / ref_last / "align")
     out = []
     for run, last, pred in loaded:
+        model = _model_hash(run / last / "align")
         entry = {"run": str(run), "label": run.name, "settings": run_settings(run), "last": last,
                  "same_rft": {r["id"]: r.get("response") for r in pred["rft"]} == ref_rft,
+                 "same_last_model": model is not None and model == ref_model,
                  "vs_rft": compare_rounds(pred["rft"], pred[last])}
         if run != ref_run:
             entry["vs_reference"] = compare_rounds(ref_pred[ref_last], pred[last])
@@ -463,7 +486,8 @@ def comparison_markdown(comp: dict[str, Any]) -> str:
     for e in comp["runs"]:
         st, d, r = e["settings"], e["vs_rft"], e.get("vs_reference")
         setting = (f"{st['rounds']} round(s), score {st['score_mode'] or '?'}, judge {st['judge'] or '?'}, "
-                   f"{st['aggregation'] or '?'}; pairs {st['pairs']}" + ("" if e["same_rft"] else "; other RFT"))
+                   f"{st['aggregation'] or '?'}; pairs {st['pairs']}" + ("" if e["same_rft"] else "; other RFT")
+                   + ("; SAME last model as the reference" if r is not None and e["same_last_model"] else ""))
         rows.append([e["label"], setting, e["last"], str(d["rationale_factuality"]["n"]),
                      _delta(d["rationale_factuality"]), _delta(d["accuracy"]), _delta(d["consistency"]),
                      _delta(d["rap_format"]), _delta((r or {}).get("rationale_factuality")) if r else "reference",
