@@ -513,10 +513,16 @@ def _resolve(name_or_path: str) -> Path:
 
 
 def _parse_scalar(text: str) -> Any:
-    """Parse an override value the way YAML would (so `--set rounds=1` gives an int)."""
+    """Parse an override value the way YAML would (so `--set rounds=1` gives an int); a value YAML cannot
+    read (``[``, ``*a``, ``'``, control characters) is a :class:`RecipeError`, not a parser traceback."""
     import yaml
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an int past Python's 4,300-digit limit
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RecipeError(f"override value {text!r:.60} is not valid YAML ({first}); quote a string value, "
+                          f"e.g. --set 'key=\"{text[:20]}\"'") from None
 
 
 def _key_parts(dotted: str, key: str) -> list[str | int]:
