@@ -105,3 +105,18 @@ def test_eval_rejects_long_rows_before_building_tensors(tmp_path):
     assert rejected["huge"]["line"] == 4 and "data.max_prompt_chars=16000" in rejected["huge"]["reason"]
     assert "the model's context of 1024 tokens" in rejected["long"]["reason"]
     assert len((tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()) == 12
+
+
+def test_a_decompression_bomb_image_is_rejected_not_decoded(tmp_path):
+    """A 14,000 × 14,000 PNG (196 M pixels, a few hundred KB on disk) is past Pillow's bomb limit (2 ×
+    ``Image.MAX_IMAGE_PIXELS`` ≈ 179 M): the header check refuses it; nothing allocates 588 MB of RGB."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("1", (14_000, 14_000)).save(tmp_path / "images" / "bomb.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "a.png")
+    p = tmp_path / "eval.jsonl"
+    p.write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "id": "bomb", "image": "images/bomb.png"}) + "\n")
+    rows, rejected = read_jsonl(p, images_root=tmp_path, max_rejected_share=0.5)
+    assert [r["id"] for r in rows] == ["s1"]
+    assert rejected[0]["id"] == "bomb" and "DecompressionBombError" in rejected[0]["reason"]
