@@ -154,8 +154,30 @@ ALLOWED_LOOP_LOADS = {"vllm_worker.py", "vllm_engine.py", "pipeline.py"}
 ALLOWED_SPLITLINES = {"bench.py"}  # /proc/cpuinfo
 
 
+def _names(target: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+
+
+def _loads_of(nodes, names: set[str]) -> list[ast.Call]:
+    """``json.loads(x)`` calls under ``nodes`` whose argument is built from a loop variable in ``names``
+    without reading a file (``line``, ``line.strip()``, ``raw.decode()``: one line of a file)."""
+    out = []
+    for sub in nodes:
+        for call in ast.walk(sub):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "loads"
+                    and getattr(call.func.value, "id", "") == "json" and call.args):
+                continue
+            reads = any(isinstance(c, ast.Call) and getattr(c.func, "attr", "") in ("read_text", "read", "read_bytes")
+                        for c in ast.walk(call.args[0]))
+            if _names(call.args[0]) & names and not reads:
+                out.append(call)
+    return out
+
+
 def jsonl_violations(source: str, name: str) -> list[str]:
-    """Ways of reading JSONL that bypass :mod:`srcal.jsonl`, found in one module's source."""
+    """Ways of reading JSONL that bypass :mod:`srcal.jsonl`, found in one module's source: a private
+    ``_*jsonl*`` helper, ``.splitlines()`` on file text, and ``json.loads`` of a loop variable (parsing
+    line by line). Loading a whole JSON file inside a loop is fine."""
     out = []
     tree = ast.parse(source)
     for node in ast.walk(tree):
@@ -166,22 +188,16 @@ def jsonl_violations(source: str, name: str) -> list[str]:
             if (isinstance(recv, ast.Call) and isinstance(recv.func, ast.Attribute)
                     and recv.func.attr in ("read_text", "read", "decode") and name not in ALLOWED_SPLITLINES):
                 out.append(f"{name}:{node.lineno}: .splitlines() on file text")
-        if isinstance(node, (ast.For, ast.comprehension)) and name not in ALLOWED_LOOP_LOADS:
-            body = node.body if isinstance(node, ast.For) else []
-            scope = [node.iter, *body] if isinstance(node, ast.For) else [node.iter]
-            for sub in scope:
-                for call in ast.walk(sub):
-                    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                            and call.func.attr == "loads" and getattr(call.func.value, "id", "") == "json"):
-                        out.append(f"{name}:{call.lineno}: json.loads in a loop (line-by-line JSONL?)")
-        if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp, ast.DictComp)) \
-                and name not in ALLOWED_LOOP_LOADS:
+        if name in ALLOWED_LOOP_LOADS:
+            continue
+        if isinstance(node, ast.For):
+            for call in _loads_of(node.body, _names(node.target)):
+                out.append(f"{name}:{call.lineno}: json.loads in a loop (line-by-line JSONL?)")
+        if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp, ast.DictComp)):
+            targets = set().union(*(_names(g.target) for g in node.generators))
             elts = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
-            for e in elts:
-                for call in ast.walk(e):
-                    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                            and call.func.attr == "loads" and getattr(call.func.value, "id", "") == "json"):
-                        out.append(f"{name}:{call.lineno}: json.loads in a comprehension (line-by-line JSONL?)")
+            for call in _loads_of(elts, targets):
+                out.append(f"{name}:{call.lineno}: json.loads in a comprehension (line-by-line JSONL?)")
     return sorted(set(out))
 
 
