@@ -80,3 +80,37 @@ def test_a_data_error_from_eval_is_one_line_naming_the_threshold(tmp_path):
     assert "Traceback" not in r.stderr
     (line,) = _error_lines(r.stderr)
     assert "4 of 4 rows rejected" in line and "data.max_rejected_share" in line
+
+
+# Error classes that stay loud: a per-row error that never leaves its reader, and a crashed vLLM worker
+# (a bug or a broken environment, where the traceback is what one needs).
+LOUD_ERRORS = {"srcal.data.adapters.RowError", "srcal.vllm_engine.WorkerError"}
+
+
+def test_every_error_class_of_the_package_is_classified():
+    """A new ``class …Error`` must be added to ``cli.EXPECTED_ERRORS`` (one line, exit 2) or to LOUD_ERRORS
+    here; and every expected name must exist (a rename would silently bring the traceback back)."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    from srcal.cli import EXPECTED_ERRORS
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    found = set()
+    for path in (src / "srcal").rglob("*.py"):
+        mod = ".".join(path.relative_to(src).with_suffix("").parts)
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and node.name.endswith(("Error", "Failed", "Missing", "Architecture")) \
+                    and not node.name.startswith("_"):
+                found.add(f"{mod}.{node.name}")
+    for name in EXPECTED_ERRORS:
+        mod, cls = name.rsplit(".", 1)
+        assert isinstance(getattr(importlib.import_module(mod), cls), type), name
+    def expected(name: str) -> bool:  # subclasses count (preflight.PreflightError is a RecipeError)
+        mod, cls = name.rsplit(".", 1)
+        mro = getattr(importlib.import_module(mod), cls).__mro__
+        return any(f"{c.__module__}.{c.__qualname__}" in EXPECTED_ERRORS for c in mro)
+
+    unclassified = {n for n in found - LOUD_ERRORS if not expected(n)}
+    assert not unclassified, f"classify in srcal.cli.EXPECTED_ERRORS or LOUD_ERRORS: {sorted(unclassified)}"

@@ -308,6 +308,9 @@ EXPECTED_ERRORS = frozenset({
     "srcal.kserve.ServeError",
     "srcal.trainjob.TrainJobError",
     "srcal.client.RequestFailed",
+    "srcal.scorer.data.RScorerDataError",
+    "srcal.models.capabilities.UnsupportedArchitecture",
+    "srcal.models.shrunk.TokenizersMissing",
 })
 
 
