@@ -355,3 +355,28 @@ def _cell(name):
     from srcal.data.shapes import position_index
 
     return position_index(name, 3)
+
+
+def test_describe_first_teacher_opens_with_the_caption_then_reasons(samples):
+    """describe_first: the RAP starts with exactly describe_scene's sentences, stays perfect (all claims
+    true, answer right and implied, every justifying fact stated) and repeats no described fact; with
+    hallucination_rate 1 the unsupported claim comes before the description, in a non-canonical template."""
+    from srcal.data.shapes import OBJ_TEMPLATES, description_sentences
+
+    for i, s in enumerate(samples):
+        rap = teacher_rap(s, random.Random(i), describe_first=True)
+        a = assess(s, rap)
+        assert (a.factuality, a.consistent, a.correct, a.completeness) == (1.0, True, True, 1.0), rap
+        desc = description_sentences(s["scene"])
+        assert rap.startswith(" ".join(desc)), rap
+        assert len({c.sentence for c in a.claims}) == len(a.claims)  # nothing stated twice
+        bad = teacher_rap(s, random.Random(i), hallucination_rate=1.0, describe_first=True)
+        if bad != rap:
+            first = assess(s, bad).claims[0]
+            assert not first.true and bad.endswith(rap), bad
+            assert first.template != 0 or first.kind == "bar_count", bad  # a bar count has one form only
+    hand = _objects_sample([{"row": 0, "col": 0, "color": "red", "shape": "circle"}],
+                           {"type": "color_at", "row": 0, "col": 0}, "red")
+    text = teacher_rap(hand, random.Random(0), describe_first=True)
+    assert text.startswith("There is a red circle in the top left. There is 1 shape. ") and "Answer: red" in text
+    assert OBJ_TEMPLATES[0].startswith("There is a")

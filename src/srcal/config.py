@@ -220,6 +220,9 @@ class TeacherConfig:
         default=0.0,
         meta={"min": 0.0, "max": 1.0},
     )
+    describe_first: bool = _help(
+        "kind 'oracle': the RAP opens with the whole scene in the canonical caption form, then only the "
+        "reasoning claims the description does not state (srcal.data.oracle.teacher_rap).", default=False)
 
 
 @dataclass

@@ -264,6 +264,8 @@ def teacher_identity(recipe) -> dict[str, Any]:
         ident.update(seed=recipe.seed)
         if t.hallucination_rate > 0:  # only when set, so the perfect teacher's cache key is unchanged
             ident.update(hallucination_rate=t.hallucination_rate)
+        if t.describe_first:
+            ident.update(describe_first=True)
     return ident
 
 
@@ -372,7 +374,8 @@ def augment(recipe, samples: list[dict], data_dir: Path, cache_path: Path) -> tu
                 from srcal.data import oracle
 
                 rng = random.Random(f"{recipe.seed}:teacher:{s['id']}")
-                texts[s["id"]] = oracle.teacher_rap(s, rng, prefix, recipe.teacher.hallucination_rate)
+                texts[s["id"]] = oracle.teacher_rap(s, rng, prefix, recipe.teacher.hallucination_rate,
+                                                   recipe.teacher.describe_first)
                 cache.put({"key": k, "id": s["id"], "text": texts[s["id"]]})
             elif kind == "dataset" or (recipe.teacher.use_dataset_rationales and s.get("rationale")):
                 if s.get("rationale"):

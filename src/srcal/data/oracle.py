@@ -510,7 +510,8 @@ def _rationale(sample: dict, rng: random.Random) -> list[str]:
     raise ValueError(f"unknown query type {t!r}")
 
 
-def teacher_rap(sample: dict, rng: random.Random, prefix: str = "Answer:", hallucination_rate: float = 0.0) -> str:
+def teacher_rap(sample: dict, rng: random.Random, prefix: str = "Answer:", hallucination_rate: float = 0.0,
+                describe_first: bool = False) -> str:
     """A correct rationale-answer pair for ``sample`` in randomly varied phrasing (see module docstring).
 
     With ``hallucination_rate`` > 0 the teacher behaves like a real teacher VLM: that share of its RAPs
@@ -522,9 +523,22 @@ def teacher_rap(sample: dict, rng: random.Random, prefix: str = "Answer:", hallu
     over random positions at a rate below 1/2 never wins the argmax at any one position, while an opening
     taken with probability above 1/2 does. At rate 0 the draws from ``rng`` are exactly those of the
     correct teacher, so its RAPs (and cached replies) are unchanged.
+
+    ``describe_first``: the rationale opens with the whole scene in the canonical form of
+    ``shapes.describe_scene`` (what the tiny base is trained to say to "Describe the image."), followed by
+    only those justifying claims the description does not already state (counts, sums, comparisons), as a
+    teacher that first says what it sees and then reasons. A model fine-tuned on these RAPs reuses the
+    base's captioning (no look-up of the asked cell in the image), and the unsupported opening claim, in a
+    non-canonical form, stays distinguishable from the description.
     """
     answer = short_answer_text(sample)
     sentences = _rationale(sample, rng)
+    if describe_first:
+        described = [c for c in (parse_claim(x) for x in W.description_sentences(sample["scene"])) if c is not None]
+        grid = _grid(sample["scene"])
+        seen = {_key(c, grid) for c in described}
+        reasoning = [x for x in sentences if (c := parse_claim(x)) is None or _key(c, grid) not in seen]
+        sentences = [c.sentence for c in described] + reasoning
     sentences.append(W.conclusion_sentence(answer, rng.randrange(len(W.CONCLUSION_TEMPLATES))))
     if hallucination_rate > 0 and rng.random() < hallucination_rate:
         extra = unsupported_claim(sample, rng)
@@ -539,7 +553,9 @@ def unsupported_claim(sample: dict, rng: random.Random) -> str | None:
     Object scenes: an object in a cell other than the asked one, whose colour/shape the query does not
     name (so no count, existence or location the answer rests on changes). Charts: a bar the query does not
     name, with a wrong value or a colour the chart lacks; when every bar is relevant (tallest/shortest of a
-    full chart), a wrong number of bars. The claim is checked false and outside ``required_facts``.
+    full chart), a wrong number of bars. The claim is checked false and outside ``required_facts``, and
+    not in the canonical (first) template, the form of ``shapes.describe_scene`` (except a bar count, which
+    has one form only).
     """
     scene, q = sample["scene"], sample["scene"]["query"]
     vocab = scene.get("vocab", {})
@@ -563,7 +579,7 @@ def unsupported_claim(sample: dict, rng: random.Random) -> str | None:
                     for shape in shapes:
                         args = {"color": color, "shape": shape, "pos": W.position_name(r, c, grid)}
                         if irrelevant(args):
-                            options.append(Claim("obj", rng.randrange(len(W.OBJ_TEMPLATES)), args, ""))
+                            options.append(Claim("obj", 1 + rng.randrange(len(W.OBJ_TEMPLATES) - 1), args, ""))
     else:
         whole = q["type"] in ("tallest", "shortest")
         present = {b["color"] for b in scene["bars"]}
@@ -571,7 +587,7 @@ def unsupported_claim(sample: dict, rng: random.Random) -> str | None:
             if color in named_colors or (whole and color in present):
                 continue
             for v in range(1, vocab.get("max_value", 9) + 1):
-                options.append(Claim("bar", rng.randrange(len(W.BAR_TEMPLATES)), {"color": color, "v": v}, ""))
+                options.append(Claim("bar", 1 + rng.randrange(len(W.BAR_TEMPLATES) - 1), {"color": color, "v": v}, ""))
         if not options:
             n = len(scene["bars"])
             options = [Claim("bar_count", 0, {"n": m}, "") for m in (n - 1, n + 1) if m >= 1]

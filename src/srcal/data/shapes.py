@@ -234,6 +234,11 @@ def describe_scene(scene: dict, include_empty: bool = False) -> str:
     a sentence about the same cell to compare with (the layout notes §10 found easiest for a tiny judge),
     at the cost of a longer description (grid² + 1 sentences).
     """
+    return " ".join(description_sentences(scene, include_empty))
+
+
+def description_sentences(scene: dict, include_empty: bool = False) -> list[str]:
+    """The sentences of :func:`describe_scene`, one per fact (also the describe-first teacher's opening)."""
     if scene["kind"] == "objects":
         grid = scene["grid"]
         at = {(o["row"], o["col"]): o for o in scene["objects"]}
@@ -249,7 +254,7 @@ def describe_scene(scene: dict, include_empty: bool = False) -> str:
         parts = [bar_sentence(b["color"], b["value"], 0) for b in scene["bars"]]
         n = len(scene["bars"])
         parts.append(BAR_COUNT_TEMPLATES[0].format(be="is" if n == 1 else "are", n=n))
-    return " ".join(parts)
+    return parts
 
 
 # ---------------------------------------------------------------------------------------------------
