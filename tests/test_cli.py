@@ -114,3 +114,24 @@ def test_every_error_class_of_the_package_is_classified():
 
     unclassified = {n for n in found - LOUD_ERRORS if not expected(n)}
     assert not unclassified, f"classify in srcal.cli.EXPECTED_ERRORS or LOUD_ERRORS: {sorted(unclassified)}"
+
+
+def test_prefect_logs_of_an_expected_error_lose_their_traceback():
+    """Under ``srcal run`` Prefect logs a failed task with its traceback before srcal's one line; main()
+    filters the traceback out of those records for expected errors only (checked by hand on a real
+    ``srcal run`` whose data step fails: 90 lines of stderr with two tracebacks became 10 without any)."""
+    import logging
+
+    from srcal.cli import _NoExpectedTracebacks
+    from srcal.data.schema import DataError
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+
+    quiet, loud = record(DataError("x.jsonl: 4 of 4 rows rejected")), record(ValueError("a bug"))
+    assert _NoExpectedTracebacks().filter(quiet) and _NoExpectedTracebacks().filter(loud)
+    assert quiet.exc_info is None and "Traceback" not in logging.Formatter().format(quiet)
+    assert "Traceback" in logging.Formatter().format(loud)

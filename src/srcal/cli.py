@@ -325,10 +325,23 @@ def error_line(e: BaseException) -> str:
     return "srcal: error: " + ("; ".join(parts) or type(e).__name__) + "  (srcal --debug … shows the traceback)"
 
 
+class _NoExpectedTracebacks(logging.Filter):
+    """Drops the traceback from a log record whose exception is an expected error: under ``srcal run``
+    Prefect logs each failed task and flow with its traceback before :func:`main` prints the one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and is_expected(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose or args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not args.debug:
+        for name in ("prefect.task_runs", "prefect.flow_runs"):
+            logging.getLogger(name).addFilter(_NoExpectedTracebacks())
     from srcal.store import quiet_wire_logs
 
     quiet_wire_logs()  # -v must not print botocore's wire dumps (credentials in request headers)
