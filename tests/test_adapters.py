@@ -198,3 +198,23 @@ def test_non_ascii_native_ids_stay_distinct(tmp_path, vqa_parquet):
     assert not rejected and len({r["id"] for r in rows}) == 3
     assert rows[2]["id"] == "aokvqa-q002", "ASCII ids are unchanged"
     assert all(r["id"].startswith("aokvqa-_1-") for r in rows[:2])
+
+
+def test_text_only_scienceqa_rows_are_skipped_not_counted_as_malformed(tmp_path, vqa_parquet):
+    """derek-thomas/ScienceQA is about half text-only rows (``image`` None): 6 image rows + 6 text-only + 1
+    bad answer index. The share that counts is 1 broken of 7 considered = 14%, under a 0.2 limit; before,
+    7 of 13 = 54% stopped the build. All 7 stay listed in ``rejected``, each with its reason."""
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "sqa.parquet"
+    vqa_parquet("scienceqa", f, n=6, bad=True)  # 6 good, then 1 text-only, 1 bad index
+    table = pq.read_table(f)
+    rows = table.to_pylist()
+    rows += [{**rows[0], "image": None, "question": f"Text only {i}?"} for i in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), f)
+    samples, rejected = adapters.read_source("scienceqa", str(f), category="math", out_dir=tmp_path / "o",
+                                             max_rejected_share=0.2)
+    assert len(samples) == 6 and len(rejected) == 7
+    assert sum("text-only" in r["reason"] for r in rejected) == 6
+    with pytest.raises(DataError, match=r"1 of 7 rows rejected"):
+        adapters.read_source("scienceqa", str(f), category="math", out_dir=tmp_path / "o", max_rejected_share=0.1)
