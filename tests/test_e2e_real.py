@@ -125,3 +125,30 @@ def test_real_recipe_runs_every_step_on_cpu(recipe, tmp_path, releases):
     timings = {"recipe": recipe, "test_wall_s": round(wall, 1), "cpu_s": round(cpu, 1), **_timings(out)}
     (out / "e2e-timings.json").write_text(json.dumps(timings, indent=2))
     print(json.dumps(timings))
+
+
+def test_standin_teacher_and_labeller_speak_the_clients_wire_format(tmp_path):
+    """srcal's own clients against the stand-ins: the teacher's RAP ends in the row's answer and names the
+    image size it decoded; the labeller's verdict comes back as log-probs 0.8 / 0.1 / 0.1, which
+    ``OpenAIClient.verdict`` renormalises over A, B, C to 0.8 / 0.1 / 0.1 (they already sum to 1)."""
+    from srcal.client import OpenAIClient, user_message
+    from srcal.config import LabellerConfig
+
+    img = tmp_path / "x.png"
+    img.write_bytes(real_data.real_image("tall", 0, 0.25))
+    answers = {"Which stage is 2? — 東京": "nymphe"}
+    prompt = LabellerConfig().prompt
+    right, wrong = "It is a pupa.\nAnswer: nymphe", "It is an egg.\nAnswer: œuf"
+    with Teacher(answers) as teacher, Labeller(answers) as labeller:
+        with OpenAIClient(teacher.url, "teacher", retries=0) as c:
+            rap = c.chat_text([user_message("Question: Which stage is 2? — 東京", [img])])
+        assert rap.endswith("Answer: nymphe") and "120 by 160 pixels" in rap
+        with OpenAIClient(labeller.url, "labeller", retries=0) as c:
+            def verdict(a, b):
+                text = prompt.format(description="", question="Which stage is 2? — 東京", response_a=a, response_b=b)
+                return c.verdict(["A", "B", "C"], messages=[{"role": "user", "content": text}])
+
+            assert verdict(right, wrong) == pytest.approx({"A": 0.8, "B": 0.1, "C": 0.1})
+            assert verdict(wrong, right) == pytest.approx({"A": 0.1, "B": 0.8, "C": 0.1})
+            assert verdict(wrong, wrong)["C"] == pytest.approx(0.8)
+    assert labeller.verdicts == ["A", "B", "C"]
