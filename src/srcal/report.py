@@ -488,7 +488,7 @@ def comparison_markdown(comp: dict[str, Any]) -> str:
         setting = (f"{st['rounds']} round(s), score {st['score_mode'] or '?'}, judge {st['judge'] or '?'}, "
                    f"{st['aggregation'] or '?'}; pairs {st['pairs']}" + ("" if e["same_rft"] else "; other RFT")
                    + ("; SAME last model as the reference" if r is not None and e["same_last_model"] else ""))
-        rows.append([e["label"], setting, e["last"], str(d["rationale_factuality"]["n"]),
+        rows.append([e["label"], setting, e["last"], str(d["accuracy"]["n"]),  # factuality: fewer (claims)
                      _delta(d["rationale_factuality"]), _delta(d["accuracy"]), _delta(d["consistency"]),
                      _delta(d["rap_format"]), _delta((r or {}).get("rationale_factuality")) if r else "reference",
                      _delta((r or {}).get("accuracy")) if r else "reference"])
