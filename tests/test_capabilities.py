@@ -168,3 +168,49 @@ def test_no_family_branch_outside_the_capability_module():
             if rx.search(line):
                 hits.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+SHRUNK = __import__("srcal.models.shrunk", fromlist=["RELEASES"]).RELEASES
+# every architecture: the shrunken release where there is one, else transformers' default config of the type
+ARCHS = [*(k for k, r in SHRUNK.items() if r.config["model_type"] in CAPABILITIES),
+         *(mt for mt in CAPABILITIES if all(r.config["model_type"] != mt for r in SHRUNK.values()))]
+
+
+def _meta_model(arch):
+    """The architecture with 1-2 layers on the meta device (no memory, no weights, no tokenizer)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from srcal.models.shrunk import shrunk_config
+
+    if arch in SHRUNK:
+        cfg = AutoConfig.for_model(**shrunk_config(arch))
+    else:
+        cfg = AutoConfig.for_model(arch)
+        cfg.get_text_config().num_hidden_layers = 1
+        for a in ("num_hidden_layers", "depth"):
+            if hasattr(cfg.vision_config, a):
+                setattr(cfg.vision_config, a, 1)
+    with torch.device("meta"):
+        return AutoModelForImageTextToText.from_config(cfg), cfg.model_type
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lora_guard_probes_are_real_modules_and_default_targets_stay_in_the_language_model(arch):
+    """Each capability probe outside the language model is a real module name of the architecture, the
+    recipes' default target regex matches only modules under the language-model prefix, and lora_config
+    refuses a regex that reaches a probe."""
+    pytest.importorskip("torch")
+    from srcal.config import LoraConfig
+    from srcal.models.loading import lora_config
+
+    model, model_type = _meta_model(arch)
+    caps = CAPABILITIES[model_type]
+    names = {n for n, _ in model.named_modules()}
+    assert set(caps.outside_lm) <= names, sorted(n for n in names if "vision" in n or "visual" in n)[:20]
+    default = re.compile(LoraConfig().target_modules)
+    hits = [n for n in names if default.fullmatch(n)]
+    assert hits and all(n.startswith(caps.language_model) for n in hits)
+    for probe in caps.outside_lm:
+        with pytest.raises(ValueError, match="keep LoRA inside the language model"):
+            lora_config(LoraConfig(target_modules=re.escape(probe)))

@@ -13,7 +13,7 @@ import pytest
 from srcal import graph
 from srcal.config import available_recipes, load_recipe
 
-RECIPES = ["tiny", "llava-1.5-7b", "llava-next-8b", "qwen2.5-vl-7b"]
+RECIPES = ["template", "tiny", "llava-1.5-7b", "llava-next-8b", "qwen2.5-vl-7b"]  # template: docs/new-base-model.md
 
 
 def test_every_shipped_recipe_is_checked():

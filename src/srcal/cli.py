@@ -52,6 +52,21 @@ def cmd_recipe_show(args) -> int:
     return 0
 
 
+def cmd_model_shrink(args) -> int:
+    from srcal.models.capabilities import UnsupportedArchitecture
+    from srcal.models.shrunk import TokenizersMissing, shrink_checkpoint
+
+    try:
+        out, note = shrink_checkpoint(args.config, args.out, layers=args.layers, seed=args.seed)
+    except (UnsupportedArchitecture, TokenizersMissing, FileNotFoundError, ValueError) as e:
+        print(f"srcal model shrink: error: {e}", file=sys.stderr)
+        return 2
+    print(f"srcal model shrink: {args.layers}-layer random-weight copy; {note}. Dry run: --set model.base={out} "
+          "(docs/new-base-model.md)", file=sys.stderr)
+    print(out)
+    return 0
+
+
 def cmd_data_build(args) -> int:
     from srcal import stages
 
@@ -237,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     r1.set_defaults(func=cmd_recipe_show)
     r2 = rsub.add_parser("keys", help="list every recipe key with its default and meaning")
     r2.set_defaults(func=cmd_recipe_keys)
+
+    mp = sub.add_parser("model", help="base models")
+    msub = mp.add_subparsers(dest="model_cmd", required=True)
+    ms = msub.add_parser("shrink", help="a shrunken random-weight copy of a supported architecture, for a CPU dry "
+                         "run (docs/new-base-model.md)")
+    ms.add_argument("--config", required=True, help="the checkpoint directory or its config.json")
+    ms.add_argument("--out", required=True, help="directory to write the shrunken model to")
+    ms.add_argument("--layers", type=int, default=2, help="language-model and vision-tower layers (default 2)")
+    ms.add_argument("--seed", type=int, default=0)
+    ms.set_defaults(func=cmd_model_shrink)
 
     dp = sub.add_parser("data", help="datasets")
     dsub = dp.add_subparsers(dest="data_command", required=True)

