@@ -257,6 +257,23 @@ def test_merge_concatenates_and_refuses_overlapping_shards(tmp_path):
         run_search_merge(None, {"shard0": tmp_path / "s0", "shard1": tmp_path / "s2"}, tmp_path / "m2")
 
 
+def test_merge_carries_the_shards_split_and_round_slice(tmp_path):
+    """curate reads ground truth from the split in its candidates' summary: a merge of round-2 shards of
+    the calib split says calib and the round-2 slice; an explicit split option wins; no summary → calib."""
+    for i in range(2):
+        d = tmp_path / f"s{i}"
+        d.mkdir()
+        (d / "candidates.jsonl").write_text(json.dumps({"sample_id": f"x{i}", "id": f"x{i}#c0", "n_tokens": 2,
+                                                        "text": "A.\nAnswer: 1", "answer": "1"}) + "\n")
+        (d / "summary.json").write_text(json.dumps({"split": "calib", "round_slice": {"round": 2, "rounds": 3}}))
+    shards = {f"shard{i}": tmp_path / f"s{i}" for i in range(2)}
+    merged = run_search_merge(None, shards, tmp_path / "m")
+    assert merged["split"] == "calib" and merged["round_slice"] == {"round": 2, "rounds": 3}
+    assert run_search_merge(None, shards, tmp_path / "m2", split="rft")["split"] == "rft"
+    (tmp_path / "s0" / "summary.json").unlink()
+    assert run_search_merge(None, shards, tmp_path / "m3")["split"] == "calib"
+
+
 def test_diversity_report_hand_computed():
     """Sample x: 3 candidates, answers {red, blue}, rationales: 'A. B.' twice (one reordered) + 'C.'
     → exact 3, sentence sets 2; 2 correct (red) + 1 incorrect → mixed. Sample y: 2 identical correct

@@ -40,6 +40,7 @@ already trained on.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -711,16 +712,21 @@ def _reason_counts(rejected: list[dict]) -> dict[str, int]:
     return _count(r["reason"].split(":")[0] for r in rejected)
 
 
-def run_search_merge(recipe, inputs: dict[str, Path], out: Path, split: str = "calib", **_: Any) -> dict:
+def run_search_merge(recipe, inputs: dict[str, Path], out: Path, split: str | None = None, **_: Any) -> dict:
     """Stage ``search-merge``: concatenate shard outputs (inputs named ``shard0``, ``shard1``, …).
 
     Shards are merged in index order and each sample may appear in one shard only; a duplicate means
     two shards overlapped (wrong ``shard=i/n``) and fails loudly instead of double-counting. With a
     ``data`` input the summary carries the diversity report of the whole split (correctness included).
+    The summary's ``split`` (what curate reads ground truth from) and ``round_slice`` are the shards'
+    (``split`` option, else ``calib`` for shards without a summary).
     """
     names = sorted((k for k in inputs if k.startswith("shard")), key=lambda k: int(k[5:] or 0))
     if not names:
         raise ValueError("search-merge: no inputs named shard0, shard1, …")
+    first = Path(inputs[names[0]]) / "summary.json"
+    shard_summary = json.loads(first.read_text()) if first.exists() else {}
+    split = split or shard_summary.get("split") or "calib"
     seen: dict[str, str] = {}
     out.mkdir(parents=True, exist_ok=True)
     merged: list[dict] = []
@@ -747,7 +753,8 @@ def run_search_merge(recipe, inputs: dict[str, Path], out: Path, split: str = "c
         samples = {r["id"]: r for r in rows}
     prefix = recipe.rap_answer_prefix if recipe is not None else "Answer:"
     return {"counts": {"shards": len(names), "samples": len(seen), "candidates": n_c, "rejected": n_r},
-            "split": split, "diversity": diversity_report(samples, merged, prefix),
+            "split": split, "round_slice": shard_summary.get("round_slice"),
+            "diversity": diversity_report(samples, merged, prefix),
             "timings_s": shard_timings([Path(inputs[n]) for n in names])}
 
 
