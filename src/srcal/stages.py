@@ -39,7 +39,8 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     # rounds: with search.fresh_per_round, round k's calibration slice depends on how many rounds share it
     "search": ("srcal.search:run_search", ("seed", "rounds", "model", "search", "rap_answer_prefix", "device")),
     "search-merge": ("srcal.search:run_search_merge", ()),
-    "rscorer-data": ("srcal.scorer.data:run_rscorer_data", ("seed", "data", "labeller", "rscorer", "rap_answer_prefix")),
+    "rscorer-data": ("srcal.scorer.data:run_rscorer_data", ("seed", "data", "labeller", "rscorer", "teacher",
+                                                            "rap_answer_prefix")),
     "rscorer-train": ("srcal.scorer.train:run_rscorer_train", ("seed", "data", "rscorer", "rap_answer_prefix")),
     "score": ("srcal.scorer.score:run_score", ("score", "rscorer")),
     "curate": ("srcal.curate:run_curate", ("curate", "rap_answer_prefix")),

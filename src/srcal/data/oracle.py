@@ -529,7 +529,7 @@ def teacher_rap(sample: dict, rng: random.Random, prefix: str = "Answer:", hallu
     only those justifying claims the description does not already state (counts, sums, comparisons), as a
     teacher that first says what it sees and then reasons. A model fine-tuned on these RAPs reuses the
     base's captioning (no look-up of the asked cell in the image), and the unsupported opening claim, in a
-    non-canonical form, stays distinguishable from the description.
+    stock phrasing, stays distinguishable from the description.
     """
     answer = short_answer_text(sample)
     sentences = _rationale(sample, rng)
@@ -547,6 +547,15 @@ def teacher_rap(sample: dict, rng: random.Random, prefix: str = "Answer:", hallu
     return render_rap(sentences, answer, prefix)
 
 
+HALLUCINATION_TEMPLATE = {"obj": 2, "bar": 3}
+"""The one phrasing of the hallucinating teacher's opening claim: "A {color} {shape} is in the {pos}." and
+"The value of the {color} bar is {v}.". A stock phrase, as a real teacher's unsupported openings tend to be;
+one phrasing (not a random one of four) so the habit's first tokens carry the whole rate: with rate 0.6 and
+the describe-first opening "There is a ..." / "The {color} bar ..." the habit's first distinct token has
+probability 0.6 and greedy decoding follows it, where spread over four phrasings (0.15 each) it lost to the
+description's 0.4 (measured: 4.5% of greedy RFT answers opened with the habit)."""
+
+
 def unsupported_claim(sample: dict, rng: random.Random) -> str | None:
     """A false claim about something the sample's answer does not depend on, or None if the scene has none.
 
@@ -554,8 +563,8 @@ def unsupported_claim(sample: dict, rng: random.Random) -> str | None:
     name (so no count, existence or location the answer rests on changes). Charts: a bar the query does not
     name, with a wrong value or a colour the chart lacks; when every bar is relevant (tallest/shortest of a
     full chart), a wrong number of bars. The claim is checked false and outside ``required_facts``, and
-    not in the canonical (first) template, the form of ``shapes.describe_scene`` (except a bar count, which
-    has one form only).
+    always in one stock phrasing (:data:`HALLUCINATION_TEMPLATE`), never the canonical form of
+    ``shapes.describe_scene`` (except a bar count, which has one form only).
     """
     scene, q = sample["scene"], sample["scene"]["query"]
     vocab = scene.get("vocab", {})
@@ -579,7 +588,7 @@ def unsupported_claim(sample: dict, rng: random.Random) -> str | None:
                     for shape in shapes:
                         args = {"color": color, "shape": shape, "pos": W.position_name(r, c, grid)}
                         if irrelevant(args):
-                            options.append(Claim("obj", 1 + rng.randrange(len(W.OBJ_TEMPLATES) - 1), args, ""))
+                            options.append(Claim("obj", HALLUCINATION_TEMPLATE["obj"], args, ""))
     else:
         whole = q["type"] in ("tallest", "shortest")
         present = {b["color"] for b in scene["bars"]}
@@ -587,7 +596,7 @@ def unsupported_claim(sample: dict, rng: random.Random) -> str | None:
             if color in named_colors or (whole and color in present):
                 continue
             for v in range(1, vocab.get("max_value", 9) + 1):
-                options.append(Claim("bar", 1 + rng.randrange(len(W.BAR_TEMPLATES) - 1), {"color": color, "v": v}, ""))
+                options.append(Claim("bar", HALLUCINATION_TEMPLATE["bar"], {"color": color, "v": v}, ""))
         if not options:
             n = len(scene["bars"])
             options = [Claim("bar_count", 0, {"n": m}, "") for m in (n - 1, n + 1) if m >= 1]

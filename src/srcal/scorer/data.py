@@ -64,12 +64,15 @@ LABELLER_PROMPT = (
 # ---------------------------------------------------------------------------------------------------
 # Responses and pairs
 # ---------------------------------------------------------------------------------------------------
-def response_pool(sample: dict, rng: random.Random, prefix: str, double_corrupt: float) -> list[tuple[str, str]]:
-    """(source, text) responses for one sample: 2 teacher RAPs + one corruption of each kind, some twice."""
+def response_pool(sample: dict, rng: random.Random, prefix: str, double_corrupt: float,
+                  describe_first: bool = False) -> list[tuple[str, str]]:
+    """(source, text) responses for one sample: 2 teacher RAPs + one corruption of each kind, some twice.
+    ``describe_first``: the teacher RAPs in the recipe's describe-first form (``teacher.describe_first``),
+    so the judge learns on the rationale form the policy writes."""
     from srcal.data import oracle
 
-    t1 = oracle.teacher_rap(sample, rng, prefix)
-    pool = [("teacher", t1), ("teacher", oracle.teacher_rap(sample, rng, prefix))]
+    t1 = oracle.teacher_rap(sample, rng, prefix, describe_first=describe_first)
+    pool = [("teacher", t1), ("teacher", oracle.teacher_rap(sample, rng, prefix, describe_first=describe_first))]
     for kind in oracle.CORRUPTIONS:
         bad = oracle.corrupt_rap(sample, t1, kind, rng, prefix)
         name = kind
@@ -250,7 +253,8 @@ def build_split(recipe, samples: list[dict], n_pairs: int, split: str, labeller,
             pool = [("model", t) for _, t in model]
             ids: list[str | None] = [c for c, _ in model]
         else:
-            pool = response_pool(sample, rng, prefix, rs.double_corrupt) if oracle_aux else []
+            pool = (response_pool(sample, rng, prefix, rs.double_corrupt, recipe.teacher.describe_first)
+                    if oracle_aux else [])
             ids = [None] * len(pool)
         picks = draw_pairs(pool, min(rs.pairs_per_sample, n_pairs - counts["pairs"]), rng)
         if not picks:
