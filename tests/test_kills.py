@@ -109,12 +109,20 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _invoke(argv: list[str], log_path: Path, env: dict[str, str], kill_after: float | None = None,
-            timeout: float = 900) -> Invocation:
+            timeout: float = 900, after_work_starts: set[str] | None = None) -> Invocation:
+    """Run ``srcal``; SIGKILL its process group ``kill_after`` seconds after the start or, with
+    ``after_work_starts`` (the steps complete already), after the first other step starts running."""
     t0 = time.time()
     proc = _start(argv, log_path, env)
     killed = None
     try:
-        proc.wait(timeout=kill_after if kill_after is not None else timeout)
+        if kill_after is not None and after_work_starts is not None:
+            while proc.poll() is None and not any(
+                    (m := _LINE.match(line)) and m.group(3) == "running" and m.group(1) not in after_work_starts
+                    for line in log_path.read_text(errors="replace").splitlines()):
+                time.sleep(0.1)
+            kill_after += time.time() - t0
+        proc.wait(timeout=max(0.0, kill_after - (time.time() - t0)) if kill_after is not None else timeout)
     except subprocess.TimeoutExpired:
         if kill_after is None:
             _kill_group(proc)
@@ -160,6 +168,17 @@ def _scratch(out: str, key: str, cache: Path) -> Path:
     if store.is_s3(uri):
         return cache / "scratch" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
     return Path(uri + ".partial")
+
+
+def _find(x, names: tuple[str, ...]):
+    """The first value under any of ``names`` anywhere in nested dicts (None if absent)."""
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if k in names:
+                return v
+            if (found := _find(v, names)) is not None:
+                return found
+    return None
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -253,8 +272,9 @@ def test_random_kills_of_srcal_run_resume_to_the_same_metrics(s3_bucket, tmp_pat
     print(f"\nreference run: {ref.seconds:.1f} s, {len(steps)} steps; kill seed {seed}", flush=True)
 
     # A kill moment is drawn uniformly between 2 s and 85% of the expected length of this invocation (start-up
-    # as in the reference, plus the reference's seconds for every step not complete yet), so kills land in
-    # start-up, training, evaluation and publishing alike. A chain whose run finishes before its kill moment is
+    # as in the reference, plus the reference's seconds for every step not complete yet), or, every other time,
+    # between 0 and 85% of the remaining steps' seconds counted from when the first of them starts, so kills
+    # land in start-up, training, evaluation and publishing alike. A chain whose run finishes before its kill moment is
     # done; new chains (fresh run directories) start until 12 kills have happened. The first chain writes to
     # S3 and is first killed inside rft's publish. Chains from the third on start with the reference's first
     # six artifacts (data … rscorer/search) copied in, so their kills land in the later steps (judge training,
@@ -280,9 +300,14 @@ def test_random_kills_of_srcal_run_resume_to_the_same_metrics(s3_bucket, tmp_pat
             if chain == 0 and i == 0:
                 inv = _kill_in_s3_publish([*argv, "--out", out], log, env, step="rft")
             else:
-                expected = startup + sum(ref.step_s.get(k, 0) for k in steps if k not in before)
+                # Every other kill is timed from the moment the first unfinished step starts, so that kills
+                # land inside the work and not only in start-up (imports, Prefect's server).
+                work = sum(ref.step_s.get(k, 0) for k in steps if k not in before)
+                in_work = i % 2 == 1
                 inv = _invoke([*argv, "--out", out], log, env,
-                              kill_after=None if last else rng.uniform(2.0, 0.85 * expected))
+                              kill_after=None if last else rng.uniform(0.0 if in_work else 2.0,
+                                                                       0.85 * (work + (0 if in_work else startup))),
+                              after_work_starts=set(before) if in_work else None)
             kills += inv.killed_at is not None
             assert inv.killed_at is not None or inv.rc == 0, inv.log[-3000:]  # only a kill may stop it
             last = last or inv.rc == 0  # finished before the kill moment: the chain is done
@@ -307,9 +332,8 @@ def test_random_kills_of_srcal_run_resume_to_the_same_metrics(s3_bucket, tmp_pat
         assert metric_values(metrics) == ref_metrics, name
         got = _artifact_files(before)
         assert got == ref_files, {k for k in got if got[k] != ref_files.get(k)}
-        resumed = {k: {f: v for f, v in json.loads(store.read_text(store.join(out, *k.split("/")),
-                                                                   "summary.json")).items()
-                       if f.startswith("resumed_from")} for k in ("rft", "round1/align")}
+        resumed = {k: _find(json.loads(store.read_text(store.join(out, *k.split("/")), "summary.json")),
+                            ("resumed_from", "resumed_from_step")) for k in ("rft", "round1/align")}
         print(f"chain {name}: {kills} kills; metrics.json and every artifact's weights/data equal the "
               f"uninterrupted run's; training resumed from: {resumed}", flush=True)
         chain += 1
