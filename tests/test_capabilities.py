@@ -96,7 +96,7 @@ def test_a_renamed_model_type_is_found_by_architecture_or_family_override(tmp_pa
 UNSUPPORTED = {
     # (config.json, what the message must name)
     "mllama": ({"model_type": "mllama", "architectures": ["MllamaForConditionalGeneration"]},
-               "missing a capability entry: image-text-to-text loading"),
+               "missing a capability entry (unknown for it: image-text-to-text loading"),
     "text-only": ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]},
                   "missing image-text-to-text (a text-only model has no image input"),
     "no-model-type": ({"architectures": ["Whatever"]}, "config.json has no model_type"),
@@ -214,3 +214,14 @@ def test_lora_guard_probes_are_real_modules_and_default_targets_stay_in_the_lang
     for probe in caps.outside_lm:
         with pytest.raises(ValueError, match="keep LoRA inside the language model"):
             lora_config(LoraConfig(target_modules=re.escape(probe)))
+
+
+def test_srcal_model_shrink_refuses_an_unsupported_config_before_loading_anything(tmp_path):
+    """`srcal model shrink` reads config.json first: an architecture without capabilities exits 2, naming
+    what is missing, without importing torch (a few seconds at most, mostly interpreter start)."""
+    d = model_dir(tmp_path / "mllama", UNSUPPORTED["mllama"][0], ())
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "srcal.cli", "model", "shrink", "--config", str(d / "config.json"),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert res.returncode == 2 and "model_type 'mllama'" in res.stderr and "missing a capability entry" in res.stderr
+    assert not (tmp_path / "out").exists() and time.perf_counter() - t0 < 10

@@ -142,7 +142,7 @@ def _unsupported_message(model_type, architectures, where: str) -> str:
     if generative_text:
         missing = "image-text-to-text (a text-only model has no image input; srcal calibrates vision-language models)"
     else:
-        missing = ("a capability entry: " + "; ".join(NEEDS) + " are not known for it")
+        missing = "a capability entry (unknown for it: " + "; ".join(NEEDS) + ")"
     return (f"{head}model_type {model_type!r}{arch} is not supported: missing {missing}. Supported model types: "
             f"{', '.join(FAMILIES)}. A checkpoint of a supported architecture under another model_type can set "
             "model.family; a new architecture needs an entry in srcal.models.capabilities.CAPABILITIES "

@@ -707,6 +707,19 @@ def _shrink_text(cfg: dict[str, Any], layers: int) -> dict[str, Any]:
     return cfg
 
 
+def _scale_mrope(cfg: dict[str, Any]) -> None:
+    """Scale ``mrope_section`` to sum to HEAD_DIM/2, under the hub's ``rope_scaling`` or transformers 5's
+    ``rope_parameters`` (a checkpoint saved by transformers 5 has the latter)."""
+    half = HEAD_DIM // 2
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = cfg.get(key)
+        if isinstance(rope, dict) and "mrope_section" in rope:
+            sec = rope["mrope_section"]
+            scaled = [s * half // sum(sec) for s in sec]
+            scaled[0] += half - sum(scaled)
+            cfg[key] = {**rope, "mrope_section": scaled}
+
+
 def shrunk_config(release: str, *, layers: int = 2) -> dict[str, Any]:
     """The release's config.json with only the sizes shrunk (see the module docstring)."""
     return shrink_config(RELEASES[release].config, layers=layers)
@@ -730,20 +743,12 @@ def shrink_config(config: dict[str, Any], *, layers: int = 2) -> dict[str, Any]:
         v.update(depth=layers, hidden_size=VISION_WIDTH, intermediate_size=2 * VISION_WIDTH, num_heads=1,
                  out_hidden_size=cfg["hidden_size"], fullatt_block_indexes=[layers - 1])
         # mrope_section must sum to head_dim/2; the release's 16:24:24 of 64 becomes 8:12:12 of 32
-        half = HEAD_DIM // 2
-        sec = cfg["rope_scaling"]["mrope_section"]
-        scaled = [s * half // sum(sec) for s in sec]
-        scaled[0] += half - sum(scaled)
-        cfg["rope_scaling"] = {**cfg["rope_scaling"], "mrope_section": scaled}
+        _scale_mrope(cfg)
     elif mt == "qwen2":
         _shrink_text(cfg, layers)
     elif mt == "qwen3_vl":
         t = _shrink_text(cfg["text_config"], layers)
-        half = HEAD_DIM // 2  # interleaved mrope: the sections must sum to head_dim/2 (24:20:20 of 64 -> 12:10:10)
-        sec = t["rope_scaling"]["mrope_section"]
-        scaled = [s * half // sum(sec) for s in sec]
-        scaled[0] += half - sum(scaled)
-        t["rope_scaling"] = {**t["rope_scaling"], "mrope_section": scaled}
+        _scale_mrope(t)  # interleaved mrope: the sections must sum to head_dim/2 (24:20:20 of 64 -> 12:10:10)
         cfg["vision_config"].update(depth=layers, hidden_size=VISION_WIDTH, intermediate_size=2 * VISION_WIDTH,
                                     num_heads=1, out_hidden_size=t["hidden_size"],
                                     deepstack_visual_indexes=list(range(min(layers, 3))))
