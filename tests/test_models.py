@@ -210,3 +210,54 @@ def test_base_pointer_and_plain_question(tmp_path):
     assert text == "Which is larger?\nA. cat\nB. dog"
     assert "answer" not in text.lower() and "reason" not in text.lower()
     assert question_text("Pick one. A. x B. y", ["x", "y"]) == "Pick one. A. x B. y"
+
+
+# ------------------------------------------------------------------------------------------------ chat.py
+
+
+def test_turn_end_text_appends_eos_only_where_the_template_has_no_end_token(tiny_dirs):
+    """ChatML closes the assistant turn with <|im_end|> (= eos): nothing to add. A Vicuna-style template
+    ('ASSISTANT: text ', as llava-hf's LLaVA-1.5) has no end token after the text: eos is appended, once."""
+    from srcal.models.chat import end_assistant_turns, turn_end_text
+    from srcal.models.shrunk import LLAVA15_CHAT_TEMPLATE
+
+    _, toks, _ = tiny_dirs
+    tok = toks["llava"]
+    rows = [{"prompt": [{"role": "user", "content": [{"type": "text", "text": "q"}]}],
+             "completion": [{"role": "assistant", "content": [{"type": "text", "text": "It is red.\nAnswer: A"}]}]}]
+    assert turn_end_text(tok) == "" and end_assistant_turns(rows, tok) is rows
+    saved = tok.chat_template
+    try:
+        tok.chat_template = LLAVA15_CHAT_TEMPLATE
+        assert turn_end_text(tok) == tok.eos_token == "<|im_end|>"
+        # an id given as the model's end token counts too: the template's trailing ' ' is not one
+        assert turn_end_text(tok, end_ids=[tok.convert_tokens_to_ids("<pad>")]) == "<|im_end|>"
+        once = end_assistant_turns(rows, tok)
+        assert once[0]["completion"][0]["content"][0]["text"] == "It is red.\nAnswer: A<|im_end|>"
+        assert rows[0]["completion"][0]["content"][0]["text"] == "It is red.\nAnswer: A"  # input untouched
+        assert end_assistant_turns(once, tok)[0]["completion"] == once[0]["completion"]  # idempotent
+        pref = [{"chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}]
+        out = end_assistant_turns(pref, tok)[0]
+        assert (out["chosen"][0]["content"], out["rejected"][0]["content"]) == ("a<|im_end|>", "b<|im_end|>")
+    finally:
+        tok.chat_template = saved
+
+
+def test_vision_batch_pads_anyres_tiles_and_concatenates_flat_patches():
+    """NeXT pixel_values (1, tiles, 3, H, W) with 5 and 4 tiles -> (2, 5, 3, H, W), the 4-tile row's last
+    tile zero; Qwen-style flat patches (n_i, D) with n = 6 and 4 -> (10, D), nothing padded."""
+    from types import SimpleNamespace
+
+    from srcal.engines.hf import HFEngine, HFPrompt
+
+    eng = HFEngine.__new__(HFEngine)
+    eng.device, eng.model = "cpu", SimpleNamespace(dtype=torch.float32)
+    a = HFPrompt("a", [1, 2], {"pixel_values": torch.ones(1, 5, 3, 2, 2), "image_sizes": torch.tensor([[4, 3]])})
+    b = HFPrompt("b", [1, 2], {"pixel_values": torch.ones(1, 4, 3, 2, 2), "image_sizes": torch.tensor([[9, 2]])})
+    out = eng._vision_batch([(a, (), 0), (b, (), 1)], width=2)
+    assert out["pixel_values"].shape == (2, 5, 3, 2, 2) and out["pixel_values"][1, 4].abs().sum() == 0
+    assert out["pixel_values"][1, :4].min() == 1 and out["image_sizes"].tolist() == [[4, 3], [9, 2]]
+    q1 = HFPrompt("q1", [1], {"pixel_values": torch.ones(6, 8), "image_grid_thw": torch.tensor([[1, 2, 3]])})
+    q2 = HFPrompt("q2", [1], {"pixel_values": torch.ones(4, 8), "image_grid_thw": torch.tensor([[1, 2, 2]])})
+    out = eng._vision_batch([(q1, (), 0), (q2, (), 1)], width=1)
+    assert out["pixel_values"].shape == (10, 8) and out["image_grid_thw"].tolist() == [[1, 2, 3], [1, 2, 2]]
