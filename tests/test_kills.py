@@ -109,12 +109,23 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _invoke(argv: list[str], log_path: Path, env: dict[str, str], kill_after: float | None = None,
-            timeout: float = 900, after_work_starts: set[str] | None = None) -> Invocation:
+            timeout: float = 900, after_work_starts: set[str] | None = None,
+            kill_when: Path | None = None) -> Invocation:
     """Run ``srcal``; SIGKILL its process group ``kill_after`` seconds after the start or, with
-    ``after_work_starts`` (the steps complete already), after the first other step starts running."""
+    ``after_work_starts`` (the steps complete already), after the first other step starts running; or as
+    soon as the file ``kill_when`` exists."""
     t0 = time.time()
     proc = _start(argv, log_path, env)
     killed = None
+    if kill_when is not None:
+        while proc.poll() is None and not kill_when.exists():
+            time.sleep(0.02)
+        if proc.poll() is None:
+            _kill_group(proc)
+            killed = time.time() - t0
+        else:
+            proc.wait()
+        return Invocation(None if killed else proc.returncode, log_path.read_text(), time.time() - t0, killed)
     try:
         if kill_after is not None and after_work_starts is not None:
             while proc.poll() is None and not any(
@@ -252,7 +263,8 @@ def test_kill_during_s3_publish_leaves_nothing_complete_and_rerun_finishes(s3_bu
 @pytest.mark.timeout(3600)  # about 20 minutes on two loaded cores
 def test_random_kills_of_srcal_run_resume_to_the_same_metrics(s3_bucket, tmp_path):
     """A one-round ``srcal run`` (every stage real, tiny sizes) is SIGKILLed 12 times: once inside an S3
-    publish (the 3rd file upload of ``rft``), the rest at random moments, in chains of up to four kills
+    publish (the 3rd file upload of ``rft``), once each inside rft's and align's training right after a
+    checkpoint (the re-run resumes from it), the rest at random moments, in chains of up to four kills
     (the first to S3, the others local), re-run after each kill. After each kill the steps complete before
     it are skipped, with their markers untouched; each chain's final metrics.json equals an uninterrupted
     run's, and so does every artifact's content (weights, data, candidates, judgments, pairs; files with
@@ -276,7 +288,8 @@ def test_random_kills_of_srcal_run_resume_to_the_same_metrics(s3_bucket, tmp_pat
     # between 0 and 85% of the remaining steps' seconds counted from when the first of them starts, so kills
     # land in start-up, training, evaluation and publishing alike. A chain whose run finishes before its kill moment is
     # done; new chains (fresh run directories) start until 12 kills have happened. The first chain writes to
-    # S3 and is first killed inside rft's publish. Chains from the third on start with the reference's first
+    # S3 and is first killed inside rft's publish; the second and third are first killed inside training, right
+    # after rft's 2nd and align's 1st checkpoint. Chains from the third on start with the reference's first
     # six artifacts (data … rscorer/search) copied in, so their kills land in the later steps (judge training,
     # search, scoring, curation, alignment, evaluation, report) as often as the early ones.
     startup = ref.seconds - sum(ref.step_s.values())
@@ -299,6 +312,12 @@ def test_random_kills_of_srcal_run_resume_to_the_same_metrics(s3_bucket, tmp_pat
             log = tmp_path / f"{name}-{i}.log"
             if chain == 0 and i == 0:
                 inv = _kill_in_s3_publish([*argv, "--out", out], log, env, step="rft")
+            elif chain in (1, 2) and i == 0:
+                # inside training, right after a checkpoint: the re-run must resume from it
+                key, ckpt = ("rft", "checkpoint-2") if chain == 1 else ("round1/align", "checkpoint-1")
+                inv = _invoke([*argv, "--out", out], log, env,
+                              kill_when=_scratch(out, key, tmp_path) / "checkpoints" / ckpt / "trainer_state.json")
+                assert inv.killed_at is not None and inv.in_flight == key, inv.log[-2000:]
             else:
                 # Every other kill is timed from the moment the first unfinished step starts, so that kills
                 # land inside the work and not only in start-up (imports, Prefect's server).
