@@ -55,7 +55,8 @@ class Capabilities:
     image_token_attr: str = "image_token_id"  # config attribute with the image placeholder id
     vllm_lora: bool = True  # vLLM serves this architecture with a LoRA adapter on its language model
     image_only_processor: bool = False  # AutoProcessor also builds a torchvision-only video processor
-    token_type_ids: bool = False  # the processor's token_type_ids are a required training input
+    token_type_ids: bool = False  # the processor's token_type_ids are a required training input (TRL's
+    #                               collators pass them through; recorded for any other training path)
     cache_image_features: bool = False  # a fixed image-row count lets the HF engine project images once
     nested_images: bool = False  # a batched processor call wants one list of images per prompt
     tiny: bool = False  # srcal.models.tiny builds an offline copy of this family
@@ -152,21 +153,8 @@ def _unsupported_message(model_type, architectures, where: str) -> str:
 def read_config(model_ref: str | Path) -> dict[str, Any] | None:
     """``config.json`` of a local model directory (following a srcal base pointer), else None (hub ids and
     ``s3://`` URIs are resolved when the stage loads them)."""
-    path = Path(str(model_ref)).expanduser()
-    for _ in range(4):  # pointer -> pointer chains are short
-        if not path.is_dir():
-            return None
-        pointer = path / "srcal_model.json"
-        if (path / "config.json").is_file():
-            return json.loads((path / "config.json").read_text())
-        if pointer.is_file():
-            target = str(json.loads(pointer.read_text()).get("base") or "")
-            if not target or target.startswith("s3://"):
-                return None
-            path = Path(target).expanduser()
-            continue
-        return None
-    return None
+    d = _resolved_dir(str(model_ref))
+    return json.loads((d / "config.json").read_text()) if d is not None else None
 
 
 def for_config(cfg: dict[str, Any], *, family: str = "", where: str = "") -> Capabilities:
@@ -262,6 +250,8 @@ def has_chat_template(model_dir: Path) -> bool:
 
 
 def _resolved_dir(ref: str) -> Path | None:
+    """The local directory holding ``config.json`` that ``ref`` is or points at (srcal base pointers are
+    followed; pointer chains are short), else None."""
     path = Path(ref).expanduser()
     for _ in range(4):
         if not path.is_dir():
