@@ -203,7 +203,7 @@ def test_hf_search_over_mixed_aspect_ratios(release, data_dir):
 
 
 def _spy(monkeypatch, name):
-    """Record the TRL trainer that a stage builds (to check the targets it trains on)."""
+    """Record the TRL trainer that a stage builds and the batches it trains on (``trainer.batches``)."""
     import trl
 
     seen = []
@@ -212,6 +212,14 @@ def _spy(monkeypatch, name):
     class Spy(base):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
+            self.batches, collate = [], self.data_collator
+
+            def record(examples):
+                batch = collate(examples)
+                self.batches.append(batch)
+                return batch
+
+            self.data_collator = record
             seen.append(self)
 
     monkeypatch.setattr(trl, name, Spy)
@@ -237,7 +245,8 @@ def _rft(release, data_dir, out, monkeypatch):
 def test_rft_align_eval_on_the_real_architecture(release, data_dir, tmp_path, monkeypatch):
     """RFT: 2 LoRA SFT steps change the adapter (LoRA B starts at 0) and the targets end with the model's
     end token — bug 4: LLaVA-1.5's template renders 'ASSISTANT: text ' without '</s>', so '</s>' is
-    appended. Align: one DPO step on the RFT policy, its chosen/rejected end the same way. Eval: the
+    appended; the trained prompts start with the BOS that inference adds (TRL tokenizes without special
+    tokens and the llava-hf templates write none). Align: one DPO step on the RFT policy, its chosen/rejected end the same way. Eval: the
     aligned artifact generates for a batch of mixed image sizes."""
     from PIL import Image
     from safetensors.torch import load_file
@@ -252,11 +261,13 @@ def test_rft_align_eval_on_the_real_architecture(release, data_dir, tmp_path, mo
     lora_b = {k: v for k, v in load_file(tmp_path / "rft" / "adapter_model.safetensors").items() if "lora_B" in k}
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values())
     tok = trainer.processing_class.tokenizer
-    batch = trainer.data_collator([trainer.train_dataset[0]])
+    batch = trainer.batches[0]
     ends = _end_ids(trainer.processing_class, trainer.model)
     assert _last_target(batch["labels"][0], tok) in ends
     if release == LLAVA15:
         assert _last_target(batch["labels"][0], tok) == 2  # '</s>'
+    # trained on the prompt that search/eval encode: with the BOS (LLaVA) or none (Qwen has no BOS)
+    assert batch["input_ids"][0][0] == (tok.bos_token_id if tok.bos_token_id is not None else 151644)
 
     # align: one DPO step (1 pair, batch 1) on the RFT policy
     pairs = tmp_path / "pairs"
@@ -270,7 +281,7 @@ def test_rft_align_eval_on_the_real_architecture(release, data_dir, tmp_path, mo
                         tmp_path / "align", round="round1")
     assert summary["train"]["steps"] == 1 and summary["train"]["loss_finite"]
     dpo = seen[0]
-    batch = dpo.data_collator([dpo.train_dataset[0]])  # rows [chosen, rejected]
+    batch = dpo.batches[0]  # rows [chosen, rejected]
     for ids, mask in zip(batch["input_ids"], batch["completion_mask"]):
         assert _last_target(ids[mask.bool()], dpo.processing_class.tokenizer) in ends
 

@@ -478,7 +478,7 @@ def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from srcal.models.chat import end_assistant_turns, end_token_ids
+    from srcal.models.chat import bos_like_inference, end_assistant_turns, end_token_ids
     from srcal.models.loading import load_lvlm, lora_config, pick_device
 
     c = recipe.rft
@@ -510,7 +510,8 @@ def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=
     if resume is not None:
         start_step = json.loads((resume / "trainer_state.json").read_text()).get("global_step", 0)
         log.info("rft: resuming from %s (step %d)", resume, start_step)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with bos_like_inference(proc):  # TRL drops special tokens; the llava-hf templates write no BOS
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.time() - t0
     trainer.save_model(str(out))  # rank 0 only; gathers ZeRO-3 shards; PEFT → adapter files only
     if trainer.is_world_process_zero():

@@ -10,12 +10,18 @@ learns to stop and generates until ``max_new_tokens`` (issue 12, bug 4).
 contains one of the model's end tokens after the text; if not, it returns the tokenizer's EOS text,
 which :func:`end_assistant_turns` appends to every assistant message of SFT (``completion``) and DPO
 (``chosen``/``rejected``) rows.
+
+:func:`bos_like_inference` fixes the other end of the sequence: TRL tokenizes the rendered conversation
+with ``add_special_tokens=False`` (it assumes the template writes the BOS), but the llava-hf templates
+(LLaVA-1.5, LLaVA-NeXT) do not, while the processor call at inference (search, eval) adds it — so the
+model would be tuned on prompts without the ``<s>`` / ``<|begin_of_text|>`` it always sees afterwards.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _PROBE = "srcal probe 7"
@@ -98,3 +104,29 @@ def end_assistant_turns(rows: list[dict[str, Any]], processor, end_ids: Iterable
             row[key] = msgs
         out.append(row)
     return out
+
+
+def _adds_bos(tok) -> bool:
+    """True when a plain tokenizer call starts with the BOS and the text alone does not."""
+    if tok.bos_token_id is None:
+        return False
+    ids, plain = tok("a")["input_ids"], tok("a", add_special_tokens=False)["input_ids"]
+    return bool(ids) and ids[0] == tok.bos_token_id and (not plain or plain[0] != tok.bos_token_id)
+
+
+@contextmanager
+def bos_like_inference(processor) -> Iterator[bool]:
+    """While the block runs, the chat template starts with ``{{ bos_token }}`` if inference (a plain
+    processor/tokenizer call) adds a BOS that the template itself does not write; restored afterwards, so
+    a processor saved after the block is the released one. Yields whether the template was changed."""
+    tok = _tokenizer(processor)
+    template = getattr(processor, "chat_template", None)
+    changed = False
+    if template and _adds_bos(tok) and not _render_turn(processor).startswith(tok.bos_token):
+        processor.chat_template = "{{ bos_token }}" + template
+        changed = True
+    try:
+        yield changed
+    finally:
+        if changed:
+            processor.chat_template = template
