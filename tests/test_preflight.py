@@ -60,7 +60,8 @@ def test_a_recipe_whose_inputs_exist_passes(good, no_aws):
     assert time.perf_counter() - t0 < 2.0
 
 
-def test_every_problem_is_listed_in_one_error(tmp_path, good, no_aws):
+def test_every_problem_is_listed_in_one_error(tmp_path, good, no_aws, monkeypatch):
+    monkeypatch.setattr(preflight, "_has_vllm", lambda: False)  # serve: openai, no url, nothing to serve with
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.csv").write_text("a,b\n")
     bad = [
@@ -80,7 +81,7 @@ def test_every_problem_is_listed_in_one_error(tmp_path, good, no_aws):
         "rscorer.url", "teacher.url", "model.base", "rscorer.base",
         "data.sources[0].path", "data.sources[1].path", "data.sources[2].path"]
     msg = str(e.value)
-    assert "rscorer.serve is 'openai' but no url is set" in msg and "--set rscorer.serve=hf" in msg
+    assert "no vLLM environment was found" in msg and "--set rscorer.serve=hf" in msg
     assert "'teacher.srcal.svc:8000/v1' is not an http(s) URL" in msg
     assert "missing an image processor (preprocessor_config.json or processor_config.json)" in msg
     assert "no-tok is not a complete model directory; missing a tokenizer" in msg
@@ -106,7 +107,10 @@ def test_model_dir_checks(tmp_path, good, no_aws):
     assert preflight.check(load_recipe("llava-1.5-7b", hub)) is None
 
 
-def test_judge_url_is_not_needed_when_the_run_does_not_call_it(good, no_aws):
+def test_judge_url_is_not_needed_when_the_run_does_not_call_it(good, no_aws, monkeypatch):
+    # serve: openai with no url: `srcal run` serves the judge it trains with vLLM (scorer/score.py)
+    monkeypatch.setattr(preflight, "_has_vllm", lambda: True)
+    assert preflight.check(load_recipe("llava-1.5-7b", [*good, "rscorer.serve=openai"])) is None
     assert preflight.check(load_recipe("llava-1.5-7b", [*good, "rscorer.serve=openai",
                                                         "rscorer.url=http://127.0.0.1:8000/v1"])) is None
     # independent scoring reads the judge in-process whatever rscorer.serve says (scorer/score.py)
@@ -163,7 +167,7 @@ def test_srcal_run_stops_before_any_stage(tmp_path, capsys, no_aws):
                  "--set", f"data.sources.0.path={tmp_path / 'mine' / 'a-okvqa'}"]) == 2
     assert time.perf_counter() - t0 < 2.0
     err = capsys.readouterr().err
-    assert "rscorer.url" in err and f"data.sources[0].path: {tmp_path / 'mine' / 'a-okvqa'} does not exist" in err
+    assert f"data.sources[0].path: {tmp_path / 'mine' / 'a-okvqa'} does not exist" in err
     assert not out.exists()
 
 

@@ -124,3 +124,30 @@ def test_score_stage_over_http_resumes_after_an_unreachable_endpoint(judge_serve
     assert second["counts"]["judged_now"] == 48 and second["counts"]["missing"] == 0
     rows_ = [json.loads(x) for x in (out / "judgments.jsonl").read_text().splitlines()]
     assert len({(r["id"], r["a"], r["b"]) for r in rows_}) == 48
+
+
+def test_score_stage_serves_its_judge_when_the_recipe_gives_no_url(trained_judge, workload, monkeypatch):
+    """``rscorer.serve: openai`` with no ``rscorer.url`` (the real recipes under ``srcal run``): the score stage
+    starts a vLLM OpenAI server of the judge artifact, scores over HTTP, stops the server and keeps its log;
+    the verdicts match the in-process judge's."""
+    from conftest import _require_vllm_python
+
+    from srcal.scorer.score import run_score
+
+    monkeypatch.setenv("SRCAL_VLLM_PYTHON", str(_require_vllm_python()))
+    _, _, _, root = workload
+    inputs = {"candidates": root / "cands", "judge": trained_judge, "data": root / "data"}
+    served = run_score(tiny_recipe("rscorer.serve=openai", "rscorer.served_model=judge", "device=cpu"),
+                       inputs, root / "score-self-served")
+    assert served["counts"]["judged_now"] == 48 and served["counts"]["missing"] == 0
+    assert (root / "score-self-served" / "judge-server.log").stat().st_size > 0  # the server's log is kept
+    in_process = run_score(tiny_recipe("rscorer.serve=hf"), inputs, root / "score-in-process")
+    assert in_process["counts"]["judged_now"] == 48
+
+    def verdicts(d):
+        rows_ = [json.loads(x) for x in (d / "judgments.jsonl").read_text().splitlines()]
+        return {(r["id"], r["a"], r["b"]): r["verdict"] for r in rows_}
+
+    ours, theirs = verdicts(root / "score-in-process"), verdicts(root / "score-self-served")
+    assert ours.keys() == theirs.keys()
+    assert sum(ours[k] == theirs[k] for k in ours) / len(ours) >= 0.95

