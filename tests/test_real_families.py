@@ -285,8 +285,11 @@ def test_rft_align_eval_on_the_real_architecture(release, data_dir, tmp_path, mo
     assert summary["train"]["steps"] == 1 and summary["train"]["loss_finite"]
     dpo = seen[0]
     batch = dpo.batches[0]  # rows [chosen, rejected]
-    for ids, mask in zip(batch["input_ids"], batch["completion_mask"]):
-        assert _last_target(ids[mask.bool()], dpo.processing_class.tokenizer) in ends
+    dpo_tok = dpo.processing_class.tokenizer
+    for ids, mask, attn in zip(batch["input_ids"], batch["completion_mask"], batch["attention_mask"]):
+        assert _last_target(ids[mask.bool()], dpo_tok) in ends
+        # DPO also trains on the prompt inference encodes: LLaVA's BOS first (after any left padding)
+        assert ids[attn.bool()][0] == (dpo_tok.bos_token_id if dpo_tok.bos_token_id is not None else 151644)
 
     # eval: the aligned artifact (RFT merged + DPO adapter) on a batch of mixed sizes
     model, proc = load_model_any(tmp_path / "align", base, dtype="float32", device="cpu")

@@ -147,7 +147,7 @@ def train_dpo(recipe, pairs: list[dict[str, Any]], base_dir: Path, policy_dir: P
     from datasets import Dataset
     from trl import DPOTrainer
 
-    from srcal.models.chat import end_assistant_turns, end_token_ids
+    from srcal.models.chat import bos_like_inference, end_assistant_turns, end_token_ids
     from srcal.models.loading import load_policy, lora_config
 
     cfg = recipe.align
@@ -162,15 +162,19 @@ def train_dpo(recipe, pairs: list[dict[str, Any]], base_dir: Path, policy_dir: P
                                                     end_token_ids(processor, model)))
     args = dpo_config(cfg, out, seed=recipe.seed, on_cpu=on_cpu, n_pairs=len(pairs),
                       bf16=not on_cpu and recipe.model.dtype == "bfloat16")
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                         peft_config=lora_config(cfg.lora))
     from transformers import PrinterCallback
 
-    trainer.remove_callback(PrinterCallback)  # per-step dicts go to train_log.jsonl, not the console
     resume = last_checkpoint(out / "checkpoints")
     if resume:
         log.info("align: resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    # TRL renders the chat template and tokenizes with add_special_tokens=False (text rows at construction,
+    # image rows in the collator): the llava-hf templates write no BOS, so without this the policy is trained
+    # on sequences that start differently from the ones it sees at inference (same guard as RFT).
+    with bos_like_inference(processor):
+        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                             peft_config=lora_config(cfg.lora))
+        trainer.remove_callback(PrinterCallback)  # per-step dicts go to train_log.jsonl, not the console
+        result = trainer.train(resume_from_checkpoint=resume)
     history = [h for h in trainer.state.log_history if "loss" in h]
     # save_model on every rank: under ZeRO-3 it gathers the sharded LoRA weights (a rank-0
     # model.save_pretrained would write empty partitions); it writes only on rank 0, adapter files only.
