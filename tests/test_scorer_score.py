@@ -94,7 +94,7 @@ class FlakyJudge:
 
 def test_missing_verdicts_are_recorded_not_tied(setup, tmp_path, monkeypatch):
     recipe, root, judge = setup
-    monkeypatch.setattr(S, "make_judge", lambda recipe, judge_dir: FlakyJudge())
+    monkeypatch.setattr(S, "make_judge", lambda recipe, judge_dir, url=None: FlakyJudge())
     out = tmp_path / "score"
     summary = S.run_score(recipe, _inputs(root, judge), out)
     missing = _read(out / "missing.jsonl")
@@ -103,7 +103,7 @@ def test_missing_verdicts_are_recorded_not_tied(setup, tmp_path, monkeypatch):
     assert len(judged) == 12 and not judged & {(m["id"], m["a"], m["b"]) for m in missing}
     assert all(r["p_C"] == 0.1 for r in _read(out / "judgments.jsonl"))
     # the re-run retries only the missing pairs
-    monkeypatch.setattr(S, "make_judge", lambda recipe, judge_dir: FlakyJudge())
+    monkeypatch.setattr(S, "make_judge", lambda recipe, judge_dir, url=None: FlakyJudge())
     again = S.run_score(recipe, _inputs(root, judge), out)
     assert again["counts"]["resumed"] == 12 and again["counts"]["judged_now"] + again["counts"]["missing"] == 6
 
