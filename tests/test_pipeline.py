@@ -206,6 +206,20 @@ def test_the_pipeline_is_compiled_for_a_recipe(tmp_path):
         kp.compile_pipeline(tmp_path / "x.yaml", recipe="no-such-recipe")
 
 
+def test_the_cli_compiles_for_the_recipe_it_is_given(tmp_path, capsys):
+    """``srcal pipeline compile --recipe R --set …``: the recipe's rounds unless ``--rounds`` says otherwise."""
+    from srcal.cli import main
+
+    assert main(["pipeline", "compile", "--recipe", "llava-1.5-7b", "--set", "rounds=2",
+                 "--output", str(tmp_path / "two.yaml")]) == 0
+    spec, _ = kp.read_package(tmp_path / "two.yaml")
+    assert kp.package_rounds(spec) == 2 and kp.package_parameters(spec)["recipe"]["defaultValue"] == "llava-1.5-7b"
+    assert main(["pipeline", "compile", "--recipe", "llava-1.5-7b", "--rounds", "1",
+                 "--output", str(tmp_path / "one.yaml")]) == 0
+    assert kp.package_rounds(kp.read_package(tmp_path / "one.yaml")[0]) == 1
+    assert capsys.readouterr().out.split() == [str(tmp_path / "two.yaml"), str(tmp_path / "one.yaml")]
+
+
 def test_rounds_are_a_compile_option(tmp_path):
     one = kp.compile_pipeline(tmp_path / "one.yaml", rounds=1)
     spec, _ = kp.read_package(one)

@@ -134,8 +134,8 @@ def cmd_pipeline(args) -> int:
 
     try:
         if args.pipeline_command == "compile":
-            out = kp.compile_pipeline(args.output, rounds=args.rounds, image_tag=args.image_tag,
-                                      registry=args.registry)
+            out = kp.compile_pipeline(args.output, recipe=args.recipe, rounds=args.rounds, overrides=args.set,
+                                      image_tag=args.image_tag, registry=args.registry)
             print(out)
             return 0
         _pipeline_preflight(args.recipe, args.set)
@@ -176,7 +176,10 @@ def _add_pipeline_parser(sub) -> None:
     psub = pp.add_subparsers(dest="pipeline_command", required=True)
     c = psub.add_parser("compile", help="compile pipelines/srcal_pipeline.py to YAML (default: the checked-in file)")
     c.add_argument("--output", default=None, help="YAML path (default: pipelines/srcal_pipeline.yaml)")
-    c.add_argument("--rounds", type=int, default=3, help="SRC rounds to unroll (1-3, default 3)")
+    # The compiled DAG depends on the recipe only through its round count (every other option is read from
+    # the run's recipe inside the components, srcal.graph.step_options), so --recipe sets the default rounds.
+    _add_recipe_args(c)
+    c.add_argument("--rounds", type=int, default=None, help="SRC rounds to unroll (1-3, default: the recipe's)")
     c.add_argument("--image-tag", default=None, help="tag of the images built by images/build.sh (git sha)")
     c.add_argument("--registry", default=None, help="registry/repository prefix of the images")
     c.set_defaults(func=cmd_pipeline)
