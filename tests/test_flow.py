@@ -197,3 +197,18 @@ def test_report_shows_the_search_time_of_a_sharded_search(tmp_path):
     own = summary["timings_s"]["total"]
     shown = report.collect(recipe, {"round1_search": Path(merge.output)})["timings"]["round1_search"]
     assert shown == round(8.0 + own, 1) and shown >= 8.0
+
+
+def test_search_keys_depend_on_rounds_only_for_a_fresh_round_slice():
+    """A 1-round ablation ``--from`` a 3-round run reuses the judge's search (RFT split, no round option);
+    round 1's search is redone, because with ``search.fresh_per_round`` its slice is every 3rd vs every row."""
+    from srcal.stages import resume_key
+
+    three, one = load_recipe("tiny"), load_recipe("tiny", ["rounds=1"])
+    judge_opts = {"split": "rft", "shard": "0/1", "limit": "150"}
+    assert resume_key("search", three, {}, judge_opts) == resume_key("search", one, {}, judge_opts)
+    round1 = {"split": "calib", "round": "round1"}
+    assert resume_key("search", three, {}, round1) != resume_key("search", one, {}, round1)
+    stale = ["search.fresh_per_round=false"]
+    assert (resume_key("search", load_recipe("tiny", stale), {}, round1)
+            == resume_key("search", load_recipe("tiny", [*stale, "rounds=1"]), {}, round1))

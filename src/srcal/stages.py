@@ -65,6 +65,10 @@ def resume_key(name: str, recipe: Recipe, input_hashes: dict[str, str], options:
     import hashlib
 
     _, sections = STAGES[name]
+    if name == "search" and not (options.get("round") and recipe.search.fresh_per_round):
+        # only a round's fresh calibration slice depends on the round count; the judge's search over the RFT
+        # split (no round option) must be reused by a 1-round ablation run with --from a 3-round run
+        sections = tuple(s for s in sections if s != "rounds")
     d = recipe.to_dict()
     picked = {s: d.get(s) for s in sections}
     blob = json.dumps({"stage": name, "recipe": picked, "inputs": input_hashes, "options": options},
