@@ -212,3 +212,12 @@ def test_search_keys_depend_on_rounds_only_for_a_fresh_round_slice():
     stale = ["search.fresh_per_round=false"]
     assert (resume_key("search", load_recipe("tiny", stale), {}, round1)
             == resume_key("search", load_recipe("tiny", [*stale, "rounds=1"]), {}, round1))
+
+
+def test_data_and_recipe_errors_are_not_retried_transient_ones_are():
+    from srcal.config import RecipeError
+    from srcal.data.schema import DataError
+
+    assert flow._not_retryable(DataError("12 of 40 rows rejected (30%) > data.max_rejected_share"))
+    assert flow._not_retryable(RecipeError("unknown key")) and flow._not_retryable(stages.StageError("0 pairs"))
+    assert not flow._not_retryable(RuntimeError("connection reset")) and not flow._not_retryable(OSError(104, "x"))

@@ -116,10 +116,13 @@ class Progress:
 
 
 def _not_retryable(exc: BaseException) -> bool:
+    """Errors a retry cannot fix: the recipe, the stage's own verdict, or the data (the same rows fail the
+    same way; retrying a DataError over the rejected-share threshold only repeats the stage's work)."""
     from srcal.config import RecipeError
+    from srcal.data.schema import DataError
     from srcal.stages import StageError
 
-    return isinstance(exc, (RecipeError, StageError, KeyboardInterrupt))
+    return isinstance(exc, (RecipeError, StageError, DataError, KeyboardInterrupt))
 
 
 def _retry_condition(task, task_run, state) -> bool:
