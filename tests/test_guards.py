@@ -69,10 +69,11 @@ def test_align_sets_aside_long_pairs():
     assert too_long == [{"id": "b", "reason": "prompt of 11 characters > data.max_prompt_chars=10"}]
 
 
-def test_eval_rejects_long_rows_before_building_tensors(tmp_path):
-    """`eval` on the tiny LLaVA with two hostile rows among twelve: a 1 MB question (refused by
-    data.max_prompt_chars before any tokenizer) and a 12,000-character one that is within the character
-    limit but encodes to more than the tiny model's 1,024-token context (refused one row at a time)."""
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """The tiny world (12 eval, 4 calib rows) plus a copy whose eval and calib splits hold two hostile rows:
+    a 1 MB question (refused by data.max_prompt_chars before any tokenizer) and a 12,000-character one that
+    is within the character limit but encodes to more than the tiny model's 1,024-token context."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     from srcal import store
@@ -80,31 +81,62 @@ def test_eval_rejects_long_rows_before_building_tensors(tmp_path):
     from srcal.rationale import build_tiny_from_recipe
     from srcal.stages import execute
 
+    tmp_path = tmp_path_factory.mktemp("hostile")
     sets = ["model.tiny.vision_hidden=32", "model.tiny.text_hidden=64", "model.tiny.text_heads=1",
             "model.tiny.vocab_size=400", "model.tiny.corpus_samples=100", "data.rft_size=4", "data.calib_size=4",
             "data.eval_size=12", "data.base_train_size=0", "eval.max_new_tokens=4", "eval.batch_size=6",
-            "data.max_rejected_share=0.2"]
+            "data.max_rejected_share=0.4", "search.beams=2", "search.n_candidates=2", "search.max_sentences=2",
+            "search.max_sentence_tokens=4", "rounds=1"]
     recipe = load_recipe("tiny", sets)
     execute("data", recipe, {}, str(tmp_path / "data"))
     base = build_tiny_from_recipe(recipe, tmp_path / "base")
     store.publish(base, str(tmp_path / "base_pub"), marker={"stage": "base"})
 
-    hostile = tmp_path / "hostile"
-    shutil.copytree(tmp_path / "data", hostile, ignore=shutil.ignore_patterns("_SRCAL_COMPLETE.json"))
-    rows = [json.loads(x) for x in (hostile / "eval.jsonl").read_text().splitlines()]
-    rows.insert(3, {**rows[0], "id": "huge", "question": "How many " + "very " * 200_000 + "red circles?"})
-    rows.insert(5, {**rows[1], "id": "long", "question": "Is the " + "dark " * 2400 + "square red?"})
-    (hostile / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    store.publish(hostile, str(tmp_path / "hostile_pub"), marker={"stage": "data"})
+    out = tmp_path / "hostile"
+    shutil.copytree(tmp_path / "data", out, ignore=shutil.ignore_patterns("_SRCAL_COMPLETE.json"))
+    for split in ("eval", "calib"):
+        rows = [json.loads(x) for x in (out / f"{split}.jsonl").read_text().splitlines()]
+        rows.insert(3, {**rows[0], "id": "huge", "question": "How many " + "very " * 200_000 + "red circles?"})
+        rows.insert(1, {**rows[1], "id": "long", "question": "Is the " + "dark " * 2400 + "square red?"})
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store.publish(out, str(tmp_path / "hostile_pub"), marker={"stage": "data"})
+    return recipe, tmp_path
 
+
+def test_eval_rejects_long_rows_before_building_tensors(hostile):
+    """`eval` on the tiny LLaVA with the two hostile rows among twelve: the 1 MB row is refused by its
+    characters, the 12,000-character one by its tokens (one row at a time)."""
+    from srcal.stages import execute
+
+    recipe, tmp_path = hostile
     summary = execute("eval", recipe, {"model": str(tmp_path / "base_pub"), "data": str(tmp_path / "hostile_pub")},
                       str(tmp_path / "ev"))
     assert summary["counts"]["evaluated"] == 12
     assert summary["counts"]["rejected"] == summary["counts"]["prompt_too_long"] == 2
     rejected = {r["id"]: r for r in (json.loads(x) for x in (tmp_path / "ev" / "rejected.jsonl").read_text().splitlines())}
-    assert rejected["huge"]["line"] == 4 and "data.max_prompt_chars=16000" in rejected["huge"]["reason"]
+    assert rejected["huge"]["line"] == 5 and "data.max_prompt_chars=16000" in rejected["huge"]["reason"]
     assert "the model's context of 1024 tokens" in rejected["long"]["reason"]
     assert len((tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()) == 12
+
+
+def test_search_quarantines_the_rows_it_refuses_and_merge_keeps_them(hostile):
+    """Search over 2 shards of the hostile calib split: the 1 MB row is refused before any tokenizer and is in
+    the merged artifact's rejected.jsonl with its line and reason, once (both shards read the whole split);
+    the 4 good rows and the long-but-legal one get candidates or a per-sample rejection."""
+    from srcal.stages import execute
+
+    recipe, tmp_path = hostile
+    inputs = {"base": str(tmp_path / "base_pub"), "data": str(tmp_path / "hostile_pub")}
+    shards = {f"shard{i}": str(tmp_path / f"s{i}") for i in range(2)}
+    for i, uri in enumerate(shards.values()):
+        summary = execute("search", recipe, inputs, uri, shard=f"{i}/2", split="calib", round="round1")
+        assert summary["counts"]["malformed_rows"] == 1
+    merged = execute("search-merge", recipe, {**shards, "data": inputs["data"]}, str(tmp_path / "merged"))
+    rejected = [json.loads(x) for x in (tmp_path / "merged" / "rejected.jsonl").read_text().splitlines()]
+    huge = [r for r in rejected if r.get("id") == "huge"]
+    assert len(huge) == 1 and huge[0]["line"] == 5 and "data.max_prompt_chars=16000" in huge[0]["reason"]
+    cands = {json.loads(x)["sample_id"] for x in (tmp_path / "merged" / "candidates.jsonl").read_text().splitlines()}
+    assert "huge" not in cands and merged["counts"]["samples"] + len(rejected) >= 5
 
 
 def test_a_decompression_bomb_image_is_rejected_not_decoded(tmp_path):

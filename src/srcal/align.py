@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -121,20 +120,10 @@ def dpo_config(cfg, out: Path, *, seed: int, on_cpu: bool, bf16: bool, n_pairs: 
     )
 
 
-def last_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest complete ``checkpoint-N`` directory (trainer_state.json written last), or None."""
-    if not ckpt_dir.is_dir():
-        return None
-    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    if not done:
-        return None
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
-
-
 def _on_cpu(recipe) -> bool:
-    import torch
+    from srcal.models.loading import pick_device
 
-    return recipe.device == "cpu" or (recipe.device == "auto" and not torch.cuda.is_available())
+    return pick_device(recipe.device) == "cpu"
 
 
 def train_dpo(recipe, pairs: list[dict[str, Any]], base_dir: Path, policy_dir: Path, data_dir: Path | None,
@@ -163,6 +152,8 @@ def train_dpo(recipe, pairs: list[dict[str, Any]], base_dir: Path, policy_dir: P
     args = dpo_config(cfg, out, seed=recipe.seed, on_cpu=on_cpu, n_pairs=len(pairs),
                       bf16=not on_cpu and recipe.model.dtype == "bfloat16")
     from transformers import PrinterCallback
+
+    from srcal.distributed import last_checkpoint
 
     resume = last_checkpoint(out / "checkpoints")
     if resume:
@@ -208,7 +199,7 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
     than ``curate.min_pairs`` pairs.
     """
     from srcal.models.loading import new_model_artifact
-    from srcal.stages import StageError
+    from srcal.errors import StageError
 
     t0 = time.time()
     name = options.get("round", "align")
@@ -220,8 +211,8 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
     if recipe.align.world_size > 1:
         from srcal.distributed import launch_torchrun
 
-        train = launch_torchrun("srcal.align", recipe, inputs, out, recipe.align.world_size,
-                                on_cpu=_on_cpu(recipe), stage="align")
+        train = launch_torchrun("srcal.align:train_job", recipe, inputs, out, recipe.align.world_size,
+                                stage="align")
     else:
         train = train_dpo(recipe, pairs, Path(inputs["base"]), Path(inputs["policy"]), data_dir, out)
     if not train.get("loss_finite", True):
@@ -237,15 +228,7 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
             "timings_s": {"align": round(time.time() - t0, 3)}}
 
 
-def _dist_main(job_file: str) -> None:
-    """Entry point of each torchrun worker (srcal.distributed): rebuild the job, train, rank 0 reports."""
-    from srcal.distributed import read_job, write_summary_on_rank0
-
-    recipe, inputs, out = read_job(job_file)
+def train_job(recipe, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """What each torchrun worker runs (``srcal.distributed.main``): the pairs that fit, then DPO."""
     pairs, _ = fit_pairs(read_jsonl(inputs["pairs"] / "pairs.jsonl"), recipe.data.max_prompt_chars)
-    write_summary_on_rank0(out, train_dpo(recipe, pairs, inputs["base"], inputs["policy"], inputs.get("data"), out))
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    _dist_main(sys.argv[1])
+    return train_dpo(recipe, pairs, inputs["base"], inputs["policy"], inputs.get("data"), out)

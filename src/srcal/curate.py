@@ -439,7 +439,7 @@ def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> di
 
     from srcal.config import RecipeError
     from srcal.data.rap import parse_rap
-    from srcal.stages import StageError
+    from srcal.errors import StageError
 
     cfg = recipe.curate
     prefix = recipe.rap_answer_prefix

@@ -461,14 +461,6 @@ def sft_dataset(rows: list[dict]):
     return Dataset.from_list(rows).cast_column("images", List(Image(mode="RGB")))
 
 
-def last_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` under ``ckpt_dir`` (one with trainer_state.json), if any."""
-    if not ckpt_dir.exists():
-        return None
-    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
 def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=None) -> dict:
     """LoRA SFT of the base LVLM on (plain question → RAP) rows with TRL; resumes from ``out/checkpoints``.
 
@@ -479,6 +471,7 @@ def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=
     from trl import SFTConfig, SFTTrainer
 
     from srcal.models.chat import bos_like_inference, end_assistant_turns, end_token_ids
+    from srcal.distributed import last_checkpoint
     from srcal.models.loading import load_lvlm, lora_config, pick_device
 
     c = recipe.rft
@@ -563,8 +556,8 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
         # when rft.deepspeed names a config such as configs/deepspeed/zero2.json).
         from srcal.distributed import launch_torchrun
 
-        stats = launch_torchrun("srcal.rationale", recipe, inputs, out, recipe.rft.world_size,
-                                on_cpu=recipe.device == "cpu", stage="rft")
+        stats = launch_torchrun("srcal.rationale:train_job", recipe, inputs, out, recipe.rft.world_size,
+                                stage="rft")
     else:
         stats = train_sft(recipe, base_dir, rows, out)
     new_model_artifact(out, None, "rft", family=family_of(base_dir))
@@ -581,18 +574,8 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
 # ======================================================================================= multi-process
 
 
-def _dist_main(job_file: str) -> None:
-    """Entry point of each torchrun worker (srcal.distributed): rebuild recipe and rows, train, rank 0 reports."""
-    from srcal.distributed import read_job, write_summary_on_rank0
-
-    recipe, inputs, out = read_job(job_file)
+def train_job(recipe, inputs: dict[str, Path], out: Path) -> dict:
+    """What each torchrun worker runs (``srcal.distributed.main``): the rows from ``out/raps.jsonl``, then SFT."""
     raps = jsonl.read_jsonl(out / "raps.jsonl")
     rows, _ = _sft_rows(raps, inputs["data"])
-    write_summary_on_rank0(out, train_sft(recipe, inputs["base"], rows, out))
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    import sys
-
-    _dist_main(sys.argv[1])
+    return train_sft(recipe, inputs["base"], rows, out)

@@ -639,7 +639,7 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
     split_rows = len(rows)
     rows = round_slice(rows, k, recipe.rounds, recipe.search.fresh_per_round)
     if k is not None and recipe.search.fresh_per_round and not rows:
-        from srcal.stages import StageError
+        from srcal.errors import StageError
 
         raise StageError(f"search: round {k} has no calibration samples: data.calib_size ({split_rows} rows in "
                          f"{split}) is split over rounds={recipe.rounds} (search.fresh_per_round); raise it")
@@ -676,6 +676,8 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
     samples = {r["id"]: r for r in rows}
     report = diversity_report(samples, candidates, recipe.rap_answer_prefix)
     rejected = writer.rejected()
+    if i == 0 and bad_rows:  # every shard reads the whole split: shard 0 alone quarantines its bad rows
+        jsonl.write_jsonl(out / INPUT_REJECTED, bad_rows)
     return {
         "shard": f"{i}/{n}",
         "split": split,
@@ -692,6 +694,11 @@ def run_search(recipe, inputs: dict[str, Path], out: Path, shard: str = "0/1", s
         "generation": {**stats, "seconds": round(gen_s, 3)},
         "timings_s": {"search": round(time.time() - t0, 3)},
     }
+
+
+# Rows of the split that search never started (malformed, over data.max_prompt_chars), with file, line and
+# reason; search-merge folds them into its rejected.jsonl, so a run's search artifact accounts for every row.
+INPUT_REJECTED = "input_rejected.jsonl"
 
 
 def _engine_died(e: Exception) -> bool:
@@ -742,6 +749,7 @@ def run_search_merge(recipe, inputs: dict[str, Path], out: Path, split: str | No
             merged.append(rec)
         seen.update({s: name for s in owners})
         rejected += jsonl.read_jsonl(d / "rejected.jsonl", rejected, missing_ok=True)
+        rejected += jsonl.read_jsonl(d / INPUT_REJECTED, rejected, missing_ok=True)
     n_c, n_r = len(merged), len(rejected)
     jsonl.write_jsonl(out / "candidates.jsonl", merged)
     jsonl.write_jsonl(out / "rejected.jsonl", rejected)
