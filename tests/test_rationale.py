@@ -269,6 +269,7 @@ def test_rft_resumes_after_interruption(base_dirs, data_dir, tmp_path):
     from transformers import TrainerCallback
 
     from srcal import rationale
+    from srcal.distributed import last_checkpoint
 
     recipe = _recipe(tmp_path)
     inputs = {"base": base_dirs["llava"], "data": data_dir}
@@ -288,7 +289,7 @@ def test_rft_resumes_after_interruption(base_dirs, data_dir, tmp_path):
             rationale.run_rft(recipe, inputs, out)
     finally:
         rationale.train_sft = real_train
-    assert rationale.last_checkpoint(out / "checkpoints").name == "checkpoint-2"
+    assert last_checkpoint(out / "checkpoints").name == "checkpoint-2"
     assert not (out / "adapter_model.safetensors").exists()
     summary = rationale.run_rft(recipe, inputs, out)
     assert summary["train"]["resumed_from_step"] == 2 and summary["train"]["steps"] == 4
