@@ -121,7 +121,7 @@ def test_align_resumes_from_checkpoint(world, tmp_path):
 
 def test_too_few_pairs_is_a_clear_error_before_trl(world, tmp_path):
     from srcal.align import run_align
-    from srcal.stages import StageError
+    from srcal.errors import StageError
 
     with pytest.raises(StageError, match=r"only 12 preference pairs.*curate.min_margin.*curate.min_confidence"):
         run_align(_recipe("curate.min_pairs=50"), dict(world), tmp_path / "x", round="round1")

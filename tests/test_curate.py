@@ -273,7 +273,7 @@ def test_run_curate_writes_pairs_and_counts(tmp_path):
 
 
 def test_run_curate_too_few_pairs_names_thresholds(tmp_path):
-    from srcal.stages import StageError
+    from srcal.errors import StageError
 
     recipe = load_recipe("tiny", ["curate.min_pairs=5", "curate.min_margin=0.49"])
     with pytest.raises(StageError, match="curate.min_margin"):
@@ -327,7 +327,7 @@ def test_oracle_curation_is_a_recipe_error_off_the_shapes_world(tmp_path):
 
 
 def test_correct_pool_without_any_ground_truth_is_an_error_before_selection(tmp_path):
-    from srcal.stages import StageError
+    from srcal.errors import StageError
 
     inputs, _ = _shapes_inputs(tmp_path, with_answers=False)
     recipe = load_recipe("tiny", ["curate.judge=oracle", "curate.chosen_pool=correct"])

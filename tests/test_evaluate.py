@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from srcal import answers
 from srcal import evaluate as ev
 
 
@@ -36,27 +37,27 @@ def test_mean_ci_is_student_t():
     ("0", "0", True), ("0.1", "0", False), ("Yes", "yes", True), ("yes ", "Yes", True),
 ])
 def test_relaxed_match_chartqa_rule(pred, target, ok):
-    assert ev.relaxed_match(pred, target) is ok
+    assert answers.relaxed_match(pred, target) is ok
 
 
 def test_score_answer_rules():
     mc = {"id": "1", "question": "Which?", "answer": "dog", "choices": ["cat", "dog", "cow"], "source": "mmstar"}
-    assert ev.score_answer(mc, "B") and ev.score_answer(mc, "(B)") and ev.score_answer(mc, "B. dog")
-    assert ev.score_answer(mc, "dog") and not ev.score_answer(mc, "A") and not ev.score_answer(mc, "D")
+    assert answers.score_answer(mc, "B") and answers.score_answer(mc, "(B)") and answers.score_answer(mc, "B. dog")
+    assert answers.score_answer(mc, "dog") and not answers.score_answer(mc, "A") and not answers.score_answer(mc, "D")
     letter_gold = {**mc, "answer": "C", "choices": ["x", "y", "z"]}
-    assert ev.score_answer(letter_gold, "C") and not ev.score_answer(letter_gold, "B")
+    assert answers.score_answer(letter_gold, "C") and not answers.score_answer(letter_gold, "B")
     chart = {"id": "2", "question": "Value?", "answer": "40", "source": "chartqa"}
-    assert ev.score_answer(chart, "41.5") and not ev.score_answer(chart, "43")
+    assert answers.score_answer(chart, "41.5") and not answers.score_answer(chart, "43")
     shapes_row = {"id": "3", "question": "How many?", "answer": "2", "source": "shapes", "scene": {}}
-    assert ev.score_answer(shapes_row, "two") and not ev.score_answer(shapes_row, "2.05")
-    assert not ev.score_answer(shapes_row, None) and not ev.score_answer(shapes_row, "  ")
+    assert answers.score_answer(shapes_row, "two") and not answers.score_answer(shapes_row, "2.05")
+    assert not answers.score_answer(shapes_row, None) and not answers.score_answer(shapes_row, "  ")
 
 
 def test_response_answer_short_and_rap():
-    assert ev.response_answer("red") == "red"
-    assert ev.response_answer("red.") == "red"
-    assert ev.response_answer("The shape is red. So the answer is red.\nAnswer: red") == "red"
-    assert ev.response_answer("The shape is red.\nIt is round.") is None  # rationale, no answer line
+    assert answers.response_answer("red") == "red"
+    assert answers.response_answer("red.") == "red"
+    assert answers.response_answer("The shape is red. So the answer is red.\nAnswer: red") == "red"
+    assert answers.response_answer("The shape is red.\nIt is round.") is None  # rationale, no answer line
 
 
 def _shapes_samples(n=40):

@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXPECTED_ERRORS = frozenset({
     "srcal.config.RecipeError",
     "srcal.data.schema.DataError",
-    "srcal.stages.StageError",
+    "srcal.errors.StageError",
     "srcal.store.StoreError",
     "srcal.pipeline.PipelineError",
     "srcal.models.loading.ModelArtifactError",

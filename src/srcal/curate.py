@@ -378,17 +378,15 @@ def group_judgments(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, list], Co
 
 
 def _is_correct(sample: dict[str, Any], cand: Any, answer_prefix: str) -> bool | None:
-    """Whether a candidate's final answer is right, by the evaluation's own scoring rule
-    (``srcal.evaluate.score_answer``); None when the sample has no ground truth."""
+    """Whether a candidate's final answer is right, by the project's one scoring rule
+    (``srcal.answers.response_correct``, as evaluation uses it); None when the sample has no ground truth."""
     if isinstance(cand, dict) and isinstance(cand.get("correct"), bool):
         return cand["correct"]
     if sample.get("answer") in (None, ""):
         return None
-    from srcal.evaluate import response_answer, score_answer
+    from srcal.answers import response_correct
 
-    text = _candidate_text(cand)
-    answer = response_answer(text, answer_prefix)
-    return bool(score_answer(sample, answer)) if answer is not None else False
+    return response_correct(sample, _candidate_text(cand), answer_prefix)
 
 
 def _search_split(candidates_dir: Path) -> str:

@@ -3,12 +3,9 @@
 What is measured (DESIGN §4 ``metrics.json``), on a held-out split, with **no format prompt** (the prompt
 is the plain question, ``srcal.models.loading.plain_question_messages``), greedy decoding:
 
-* ``accuracy`` — the response's answer is right. The answer is the ``Answer:`` line when there is one,
-  else the whole response (a short-answer base model says just ``red``). Scoring rules per row:
-  shapes world: exact match after normalisation (``oracle.answers_match``); multiple-choice rows
-  (``choices``): the option letter (MMStar/ScienceQA/AI2D-style ``B`` / ``(B)`` / ``B. text``) or the
-  option text; ChartQA-style numeric answers: relaxed accuracy, right when within 5% of a non-zero target
-  (a trailing ``%`` divides by 100), else case-insensitive exact match (lmms-eval ``chartqa/utils.py``).
+* ``accuracy`` — the response's answer is right, by the project's one scoring rule (:mod:`srcal.answers`:
+  the ``Answer:`` line, else a one-line response; option letter or text for multiple choice; ChartQA's
+  relaxed accuracy for numbers; normalised exact match otherwise).
 * ``rap_format`` — share of responses in clean RAP form (``srcal.data.rap.parse_rap(...).ok``).
 * ``rationale_factuality`` — shapes world only: per response, the share of checkable claims that are
   true (``oracle.assess``), averaged over responses that make at least one claim (``n_factuality``).
@@ -24,10 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from pathlib import Path
 from typing import Any
+
+from srcal.answers import response_answer, score_answer
 
 log = logging.getLogger("srcal.evaluate")
 
@@ -71,79 +69,6 @@ def mean_ci(values: list[float]) -> tuple[float | None, tuple[float, float] | No
     var = sum((v - m) ** 2 for v in values) / (n - 1)
     half = _t_quantile_975(n - 1) * math.sqrt(var / n)
     return m, (max(0.0, m - half), min(1.0, m + half))
-
-
-# ----------------------------------------------------------------------------------- scoring rules
-
-
-_LETTER_RX = re.compile(r"^\s*[\(\[]?([A-Z])[\)\]]?(?:[.:)\s]|$)")
-
-
-def extract_letter(text: str, n_choices: int) -> str | None:
-    """The option letter a response starts with (``B``, ``(B)``, ``B. cat``, ``B: cat``), if valid."""
-    m = _LETTER_RX.match(text or "")
-    if m and ord(m.group(1)) - 65 < n_choices:
-        return m.group(1)
-    return None
-
-
-def _to_float(text: str) -> float | None:
-    t = text.strip().replace(",", "")
-    pct = t.endswith("%")
-    if pct:
-        t = t[:-1].strip()
-    try:
-        v = float(t)
-    except ValueError:
-        return None
-    return v / 100 if pct else v
-
-
-def relaxed_match(pred: str, target: str, tolerance: float = 0.05) -> bool:
-    """ChartQA's relaxed accuracy: numbers within ``tolerance`` of a non-zero target, else exact match
-    ignoring case (lmms-eval ``chartqa/utils.py``: no other normalisation)."""
-    p, t = _to_float(pred), _to_float(target)
-    if p is not None and t is not None and t != 0:
-        return abs(p - t) / abs(t) <= tolerance
-    return pred.strip().lower() == target.strip().lower()
-
-
-def score_answer(sample: dict, answer: str | None) -> bool:
-    """Is ``answer`` (already extracted from the response) right for ``sample``? Rules in the module doc."""
-    from srcal.data.oracle import answers_match, normalize_answer
-
-    if answer is None or not str(answer).strip():
-        return False
-    answer = str(answer).strip()
-    gold = str(sample["answer"])
-    choices = sample.get("choices")
-    if choices:
-        letter = extract_letter(answer, len(choices))
-        if gold in choices:
-            gold_letter = chr(65 + choices.index(gold))
-        else:  # a dataset that stores the letter itself
-            gold_letter = gold.strip().upper() if len(gold.strip()) == 1 else None
-        if letter is not None and gold_letter is not None:
-            return letter == gold_letter
-        return normalize_answer(answer) == normalize_answer(gold)
-    if sample.get("source") == "shapes" or sample.get("scene") is not None:
-        return answers_match(answer, gold)
-    if _to_float(gold) is not None:
-        return relaxed_match(answer, gold)
-    return answers_match(answer, gold)
-
-
-def response_answer(text: str, prefix: str = "Answer:") -> str | None:
-    """The answer a response gives: its ``Answer:`` line, else the whole response (short-answer models)."""
-    from srcal.data.rap import _strip_markers, parse_rap
-
-    parsed = parse_rap(text, prefix)
-    if parsed.answer is not None:
-        return parsed.answer
-    bare = _strip_markers(text).strip()
-    if "\n" in bare or not bare:
-        return None  # a multi-line response without an answer line has no answer to score
-    return bare.rstrip(".").strip() or None
 
 
 # ---------------------------------------------------------------------------------------- metrics

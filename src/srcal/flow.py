@@ -120,7 +120,7 @@ def _not_retryable(exc: BaseException) -> bool:
     same way; retrying a DataError over the rejected-share threshold only repeats the stage's work)."""
     from srcal.config import RecipeError
     from srcal.data.schema import DataError
-    from srcal.stages import StageError
+    from srcal.errors import StageError
 
     return isinstance(exc, (RecipeError, StageError, DataError, KeyboardInterrupt))
 

@@ -7,7 +7,7 @@
 * RAP augmentation (:func:`augment`): a **teacher** turns each sample into a rationale-answer pair (RAP):
   the oracle teacher in the shapes world, an OpenAI-compatible VLM endpoint for real data (the paper uses
   e.g. Qwen2-VL-72B), or the dataset's own rationale where one ships. A RAP is kept only if its parsed
-  answer matches the ground truth (benchmark scoring rules, ``srcal.evaluate.score_answer``); every drop
+  answer matches the ground truth (benchmark scoring rules, ``srcal.answers.score_answer``); every drop
   is counted by reason. Teacher replies are cached in a JSONL keyed by teacher identity + sample, so a
   re-run never pays twice.
 * ``rft`` (:func:`run_rft`): LoRA SFT with TRL on (plain question → RAP). The prompt carries **no**
@@ -352,7 +352,7 @@ def augment(recipe, samples: list[dict], data_dir: Path, cache_path: Path) -> tu
 
     from srcal.client import Failure
     from srcal.data.rap import parse_rap, render_rap, split_sentences
-    from srcal.evaluate import score_answer
+    from srcal.answers import score_answer
 
     prefix = recipe.rap_answer_prefix
     kind = recipe.teacher.kind

@@ -360,14 +360,11 @@ def _rationale(rec: dict) -> str:
 
 
 def is_correct(sample: dict, rec: dict, prefix: str) -> bool:
-    """Correctness of one candidate: the oracle when the sample has a scene, else the gold answer."""
-    from srcal.data.oracle import answers_match
+    """Correctness of one candidate by the rule evaluation and curation use (:mod:`srcal.answers`), so the
+    report's ``share_mixed`` counts exactly the samples curation can pair with different answers."""
+    from srcal.answers import response_correct
 
-    if sample.get("scene") is not None and isinstance(sample["scene"], dict):
-        from srcal.data.oracle import assess
-
-        return bool(assess(sample, rec["text"], prefix).correct)
-    return bool(answers_match(rec.get("answer"), sample["answer"]))
+    return response_correct(sample, rec["text"], prefix)
 
 
 def diversity_report(samples: dict[str, dict], candidates: Sequence[dict], prefix: str) -> dict:

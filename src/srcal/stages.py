@@ -26,6 +26,9 @@ import time
 from typing import Any
 
 from srcal.config import Recipe
+from srcal.errors import StageError
+
+__all__ = ["STAGES", "StageError", "execute", "resolve", "resume_key"]
 
 log = logging.getLogger("srcal.stages")
 
@@ -47,10 +50,6 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "align": ("srcal.align:run_align", ("seed", "model", "align")),
     "report": ("srcal.report:run_report", ("name",)),
 }
-
-
-class StageError(RuntimeError):
-    """A stage that cannot run or did not finish; the message says what to change."""
 
 
 def resolve(name: str):

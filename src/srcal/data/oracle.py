@@ -23,10 +23,7 @@ can be computed exactly here (DESIGN §3):
 * ``oracle_judge`` labels a pair like a noisy LLM labeller would: quality, then tie / noise / position
   bias, deterministically from the ``rng`` it is given.
 
-Answer normalisation (``answers_match``), decided once for the whole project: case-insensitive; hyphens
-and runs of whitespace become one space; the articles a/an/the and trailing punctuation are dropped;
-number words zero..twenty equal their digits ("3" == "three"); "no" is *not* read as 0 in an answer,
-since it is the yes/no answer "no".
+Answer normalisation (``answers_match``) is the project's one rule, :mod:`srcal.answers`.
 """
 
 from __future__ import annotations
@@ -35,6 +32,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from srcal.answers import NUMBER_WORDS, answers_match
 from srcal.data import shapes as W
 from srcal.data.rap import parse_rap, render_rap
 
@@ -47,52 +45,11 @@ conclusion and answer follow it (a consistent but wrong RAP, the typical error o
 COMPLETENESS_BONUS = 0.5
 """Quality credit for stating every justifying fact. Below 1 so that one error always outweighs it."""
 
-_NUMBER_WORDS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-]
-_ARTICLES = {"a", "an", "the"}
 
 
 # ---------------------------------------------------------------------------------------------------
 # Answers
 # ---------------------------------------------------------------------------------------------------
-def normalize_answer(text: str | None) -> str:
-    """The comparable form of an answer (rules in the module docstring)."""
-    if text is None:
-        return ""
-    t = text.lower().replace("-", " ").strip().strip("\"'`")
-    t = re.sub(r"[.!?,;:]+$", "", t).strip()
-    words = [w for w in t.split() if w not in _ARTICLES]
-    words = [str(_NUMBER_WORDS.index(w)) if w in _NUMBER_WORDS else w for w in words]
-    return " ".join(words)
-
-
-def answers_match(pred: str | None, gold: str) -> bool:
-    """True when ``pred`` is the gold answer up to normalisation; None / empty never matches."""
-    p = normalize_answer(pred)
-    return bool(p) and p == normalize_answer(gold)
-
-
 def short_answer_text(sample: dict) -> str:
     """What the short-answer base model is trained to say: the bare gold answer."""
     return str(sample["answer"])
@@ -153,7 +110,7 @@ def _to_int(word: str) -> int | None:
         return int(word)
     if word == "no":
         return 0
-    return _NUMBER_WORDS.index(word) if word in _NUMBER_WORDS else None
+    return NUMBER_WORDS.index(word) if word in NUMBER_WORDS else None
 
 
 @dataclass

@@ -89,7 +89,7 @@ def split_sentences(text: str, delimiters=(".", "?", "!", "\n")) -> list[str]:
 
 def _clean_answer(raw: str) -> str:
     """The answer line's text without end markers and without one final full stop ("8." → "8")."""
-    ans = _strip_markers(raw).strip()
+    ans = strip_end_markers(raw).strip()
     if ans.endswith("."):
         ans = ans[:-1].rstrip()
     return ans
@@ -127,7 +127,7 @@ def parse_rap(text: str, prefix: str = "Answer:") -> ParsedRAP:
         if len(anywhere) > 1:
             error += f"; {len(anywhere)} answer lines (the first is used)"
     else:
-        rationale = _strip_markers(text).strip()
+        rationale = strip_end_markers(text).strip()
         return ParsedRAP(rationale, split_sentences(rationale), None, False, f"no '{prefix}' line")
 
     rationale = text[: first.start()].strip()
@@ -145,7 +145,8 @@ def parse_rap(text: str, prefix: str = "Answer:") -> ParsedRAP:
     return ParsedRAP(rationale, sentences, answer, error is None, error)
 
 
-def _strip_markers(text: str) -> str:
+def strip_end_markers(text: str) -> str:
+    """``text`` without the end-of-sequence markers a decoder may leave in it (``</s>``, ``<|im_end|>`` …)."""
     for marker in _EOS_MARKERS:
         text = text.replace(marker, "")
     return text

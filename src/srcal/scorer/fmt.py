@@ -44,12 +44,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from srcal.answers import NUMBER_WORDS, normalize_answer
+
 VERDICT_LABELS = ("A", "B", "C")
 
-NUMBER_WORDS = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
-)  # fmt: skip
 UNKNOWN = "unk"
 OTHER = "other"
 
@@ -88,12 +86,11 @@ class Canonical:
 # ---------------------------------------------------------------------------------------------------
 def _answer_word(answer: str | None, grid: int) -> str:
     """The answer as one word: colour/shape/yes/no as is, numbers spelled, positions joined."""
-    from srcal.data import oracle
     from srcal.data import shapes as W
 
     if answer is None:
         return "none"
-    norm = oracle.normalize_answer(answer)
+    norm = normalize_answer(answer)
     if re.fullmatch(r"\d+", norm):
         return number_word(int(norm))
     idx = W.position_index(norm, grid)
