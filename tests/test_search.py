@@ -28,6 +28,7 @@ from srcal.search import (
     diversity_report,
     expansion_seed,
     find_sentence_end,
+    is_correct,
     keep,
     parse_round,
     parse_shard,
@@ -293,6 +294,26 @@ def test_diversity_report_hand_computed():
     assert r["mean_pairwise_sentence_jaccard"] == pytest.approx((1 / 3 + 1) / 2, abs=1e-4)
     assert r["share_mixed"] == 0.5 and r["share_with_correct"] == 1.0
     assert r["mean_tokens"] == pytest.approx(16 / 5)
+
+
+def test_diversity_report_scores_answers_as_curation_and_eval_do():
+    """The report's correctness is the rule curate and eval use (srcal.answers): multiple choice by letter
+    ("B" is the 2nd option, "dog": right; "A": wrong) and ChartQA numbers within 5% (41.5 for 42:
+    |41.5 - 42| / 42 = 1.2%: right; 50: wrong). The report's old rule compared normalised strings only,
+    so it counted all four wrong (accuracy 0, share_mixed 0) while curate paired both samples."""
+    from srcal.curate import _is_correct
+
+    samples = {"mc": {"id": "mc", "answer": "dog", "choices": ["cat", "dog"]}, "num": {"id": "num", "answer": "42"}}
+
+    def c(sid, text, answer):
+        return {"sample_id": sid, "text": text, "answer": answer, "n_tokens": 3}
+
+    cands = [c("mc", "It barks.\nAnswer: B", "B"), c("mc", "It meows.\nAnswer: A", "A"),
+             c("num", "The bar reads 41.5.\nAnswer: 41.5", "41.5"), c("num", "The bar reads 50.\nAnswer: 50", "50")]
+    r = diversity_report(samples, cands, "Answer:")
+    assert r["candidate_accuracy"] == 0.5 and r["share_mixed"] == 1.0 and r["share_with_correct"] == 1.0
+    assert [is_correct(samples[x["sample_id"]], x, "Answer:") for x in cands] == [True, False, True, False]
+    assert [_is_correct(samples[x["sample_id"]], x, "Answer:") for x in cands] == [True, False, True, False]
 
 
 # -- the HF engine on a real tiny LLaVA ------------------------------------------------------------------
