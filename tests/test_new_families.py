@@ -23,6 +23,7 @@ from srcal.models import capabilities
 
 GEMMA3 = "google/gemma-3-4b-it"
 QWEN3_VL = "Qwen/Qwen3-VL-8B-Instruct"
+ONEVISION = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
 # A recipe that names only a checkpoint: the template (model.base is the shrunken dir, model.family unset).
 TEMPLATE = str(Path(__file__).resolve().parents[1] / "src" / "srcal" / "recipes" / "template.yaml")
 
@@ -30,18 +31,28 @@ PROMPTS = {
     GEMMA3: "<bos><start_of_turn>user\n<start_of_image>What colour?<end_of_turn>\n<start_of_turn>model\n",
     QWEN3_VL: "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What colour?<|im_end|>\n"
               "<|im_start|>assistant\n",  # no default system turn (Qwen2.5-VL has one)
+    ONEVISION: "<|im_start|>user\n<image>\nWhat colour?<|im_end|>\n<|im_start|>assistant\n",  # no system turn
 }
 # Image tokens for 640x480 and 480x640. Gemma 3 resizes every image to 896x896 (no pan-and-scan in the
 # release's preprocessor): (896/14)^2 = 4096 patches, average-pooled 4x4 to mm_tokens_per_image = 256.
 # Qwen3-VL: sides rounded to multiples of patch 16 x merge 2 = 32 (640 = 20*32, 480 = 15*32 stay), a 40x30
 # patch grid merged 2x2 -> 20*15 = 300, either orientation.
-IMAGE_TOKENS = {GEMMA3: (256, 256), QWEN3_VL: (300, 300)}
-CI = (QWEN3_VL,)
-NEW = (GEMMA3, QWEN3_VL)
+# LLaVA-OneVision (anyres_max_9, SigLIP 384/14 -> 27x27 = 729 features per tile, strategy "full" keeps all):
+# both pick the 768x768 pinpoint (the smallest that holds the whole image: 2x2 tiles + base), a 54x54
+# feature grid unpadded to the aspect ratio. 640x480: 480*54/640 = 40.5 -> 40 rows, padding (54-40)//2 = 7
+# each side -> 40 rows x 54 + 40 newlines = 2200; 480x640: 40 columns -> 54 x 40 + 54 newlines = 2214;
+# sqrt(2160 / (9 * 729)) = 0.57 < 1.1, so no anyres_max_9 downscaling; plus the 729-token base: 2929, 2943.
+IMAGE_TOKENS = {GEMMA3: (256, 256), QWEN3_VL: (300, 300), ONEVISION: (2929, 2943)}
+CI = (QWEN3_VL, ONEVISION)
+# LLaVA-OneVision's prompts are 1,485-2,943 tokens (729 per anyres tile) against a 152K vocabulary, so its
+# training steps cost several times a family's CI budget: its RFT/align/eval is `slow`, while its processor,
+# tokenizer, image-token counts and batched anyres search run in CI.
+CI_TRAINING = (QWEN3_VL,)
+NEW = (GEMMA3, QWEN3_VL, ONEVISION)
 
 
-def _params(releases):
-    return [pytest.param(r, marks=() if r in CI else pytest.mark.slow) for r in releases]
+def _params(releases, ci=CI):
+    return [pytest.param(r, marks=() if r in ci else pytest.mark.slow) for r in releases]
 
 
 @pytest.fixture
@@ -76,9 +87,61 @@ def test_hf_search_over_mixed_aspect_ratios(new_release, data_dir):
     real.test_hf_search_over_mixed_aspect_ratios(new_release, data_dir)
 
 
-@pytest.mark.parametrize("new_release", _params(NEW), indirect=True)
+@pytest.mark.parametrize("new_release", _params(NEW, CI_TRAINING), indirect=True)
 def test_rft_align_eval(new_release, data_dir, tmp_path, monkeypatch):
     real.test_rft_align_eval_on_the_real_architecture(new_release, data_dir, tmp_path, monkeypatch)
+
+
+# --------------------------------------------------------------------------------------- LLaVA-OneVision
+
+
+def test_llava_onevision_tokenizer_is_qwen2s_with_the_image_and_video_tokens():
+    """Qwen2-7B-Instruct's tokenizer (3 added tokens, 151643-151645) + the conversion script's '<image>'
+    151646 and '<video>' 151647; the npm copy's Qwen2.5/Qwen3 tokens at those ids are gone. The embedding
+    has 152,128 rows: Qwen2-7B's 152,064 + 2, padded to a multiple of 64 (152,066 -> 2,377 * 64)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    d = shrunk_model(ONEVISION)
+    tok = AutoTokenizer.from_pretrained(d)
+    assert tok("What is this?")["input_ids"] == [3838, 374, 419, 30]  # the same BPE as Qwen2.5's
+    specials = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<image>": 151646,
+                "<video>": 151647}
+    assert {t: tok.convert_tokens_to_ids(t) for t in specials} == specials
+    assert "<|vision_start|>" not in tok.get_vocab() and "<think>" not in tok.get_vocab()
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>" and tok.bos_token is None
+    cfg = AutoConfig.from_pretrained(d)
+    assert (len(tok), cfg.get_text_config().vocab_size) == (151648, 152128)
+    assert (cfg.image_token_index, cfg.vision_feature_select_strategy, cfg.vision_aspect_ratio) == \
+        (151646, "full", "anyres_max_9")
+    assert len(cfg.image_grid_pinpoints) == 36 and cfg.vision_config.image_size == 384
+
+
+def test_llava_onevision_processor_loads_without_torchvision(tmp_path, data_dir):
+    """AutoProcessor on the released layout raises 'LlavaOnevisionVideoProcessor requires the Torchvision
+    library' here; srcal's loader assembles the image-only processor with the release's settings (729
+    tokens per tile, strategy "full"), which saves under the released class name. 640x480 is tiled 2x2 +
+    base = 5 tiles of 384x384 (the 768x768 pinpoint), 1000x300 1x3 + base = 4 (the 384x1152 pinpoint)."""
+    from PIL import Image
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    from srcal.models.loading import load_processor, saved_processor_class
+
+    d = shrunk_model(ONEVISION)
+    if is_torchvision_available():
+        pytest.skip("torchvision is installed: the released processor loads as is")
+    with pytest.raises(ImportError, match="Torchvision"):
+        AutoProcessor.from_pretrained(d)
+    proc = load_processor(d)
+    assert type(proc).__name__ == "LlavaOnevisionProcessor" and proc.image_token_id == 151646
+    assert (proc.num_image_tokens, proc.vision_feature_select_strategy) == (729, "full")
+    images = [Image.open(data_dir / "images" / f"s{i}.png").convert("RGB") for i in (0, 2)]  # 640x480, 1000x300
+    enc = proc(images=images, text=["<image>\nhi", "<image>\nhi"], padding=True, return_tensors="pt")
+    assert enc["pixel_values"].shape[1:] == (5, 3, 384, 384) and enc["image_sizes"].tolist() == [[480, 640], [300, 1000]]
+    proc.save_pretrained(tmp_path)
+    assert saved_processor_class(tmp_path) == "LlavaOnevisionProcessor"
+    again = load_processor(tmp_path)
+    assert type(again).__name__ == "LlavaOnevisionProcessor" and again.num_image_tokens == 729
 
 
 # ------------------------------------------------------------------------- a recipe that names a checkpoint

