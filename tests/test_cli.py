@@ -84,7 +84,7 @@ def test_a_data_error_from_eval_is_one_line_naming_the_threshold(tmp_path):
 
 # Error classes that stay loud: a per-row error that never leaves its reader, and a crashed vLLM worker
 # (a bug or a broken environment, where the traceback is what one needs).
-LOUD_ERRORS = {"srcal.data.adapters.RowError", "srcal.vllm_engine.WorkerError"}
+LOUD_ERRORS = {"srcal.data.adapters.RowError", "srcal.serve.vllm_worker.WorkerError"}
 
 
 def test_every_error_class_of_the_package_is_classified():

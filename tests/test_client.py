@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from srcal.client import (
+from srcal.serve.client import (
     Failure,
     OpenAIClient,
     RequestFailed,

@@ -132,7 +132,7 @@ def test_standin_teacher_and_labeller_speak_the_clients_wire_format(tmp_path):
     """srcal's own clients against the stand-ins: the teacher's RAP ends in the row's answer and names the
     image size it decoded; the labeller's verdict comes back as log-probs 0.8 / 0.1 / 0.1, which
     ``OpenAIClient.verdict`` renormalises over A, B, C to 0.8 / 0.1 / 0.1 (they already sum to 1)."""
-    from srcal.client import OpenAIClient, user_message
+    from srcal.serve.client import OpenAIClient, user_message
     from srcal.config import LabellerConfig
 
     img = tmp_path / "x.png"

@@ -150,7 +150,7 @@ def test_u0085_candidate_survives_search_resume_merge_rscorer_data_score_and_cur
 SRC = Path(__file__).resolve().parents[1] / "src" / "srcal"
 # Line-by-line json.loads that is not a JSONL *file*: the vLLM worker's stdin/stdout pipe protocol
 # (ASCII JSON written by json.dumps with its default ensure_ascii=True) and --set values in the pipeline.
-ALLOWED_LOOP_LOADS = {"vllm_worker.py", "vllm_engine.py", "pipeline.py"}
+ALLOWED_LOOP_LOADS = {"serve/vllm_worker.py", "serve/vllm_child.py", "pipeline.py"}
 ALLOWED_SPLITLINES = {"bench.py"}  # /proc/cpuinfo
 
 

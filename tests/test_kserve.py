@@ -13,6 +13,9 @@ import textwrap
 import pytest
 
 from srcal import kserve
+from srcal.distributed import free_port
+from srcal.errors import ServeError
+from srcal.serve import servers
 from http_utils import send_json
 
 
@@ -147,9 +150,9 @@ STANDIN_SERVER = textwrap.dedent("""
 def test_local_server_process_is_ready_then_stopped(tmp_path):
     import urllib.request
 
-    port = kserve.free_port()
+    port = free_port()
     log = tmp_path / "server.log"
-    with kserve.local_openai_server([sys.executable, "-c", STANDIN_SERVER, str(port)], port, timeout_s=30,
+    with servers.local_openai_server([sys.executable, "-c", STANDIN_SERVER, str(port)], port, timeout_s=30,
                                     log_path=str(log)) as url:
         assert url == f"http://127.0.0.1:{port}/v1"
         with urllib.request.urlopen(url + "/models", timeout=5) as r:
@@ -159,14 +162,14 @@ def test_local_server_process_is_ready_then_stopped(tmp_path):
 
 
 def test_local_server_that_dies_fails_fast():
-    port = kserve.free_port()
-    with pytest.raises(kserve.ServeError, match="exited with code 3"), \
-            kserve.local_openai_server([sys.executable, "-c", "import sys; sys.exit(3)"], port, timeout_s=30):
+    port = free_port()
+    with pytest.raises(ServeError, match="exited with code 3"), \
+            servers.local_openai_server([sys.executable, "-c", "import sys; sys.exit(3)"], port, timeout_s=30):
         pass
 
 
 def test_vllm_argv_matches_the_serving_runtime():
-    argv = kserve.vllm_server_argv("/mnt/judge", 8001)
+    argv = servers.vllm_server_argv("/mnt/judge", 8001)
     assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     assert "--model=/mnt/judge" in argv and "--port=8001" in argv and "--served-model-name=judge" in argv
 
@@ -179,15 +182,15 @@ def test_in_step_vllm_server_serves_the_judge_as_judge(tiny_text_model, tmp_path
     import json
     import urllib.request
 
-    from srcal.vllm_engine import find_vllm_python, vllm_cpu_env
+    from srcal.serve.vllm_env import find_vllm_python, vllm_cpu_env
 
     if find_vllm_python() is None:
         pytest.skip("no ./.venv-vllm: run `bash scripts/install_vllm_cpu.sh`")
-    port = kserve.free_port()
-    argv = kserve.vllm_server_argv(str(tiny_text_model), port, extra=["--dtype=float32", "--enforce-eager",
+    port = free_port()
+    argv = servers.vllm_server_argv(str(tiny_text_model), port, extra=["--dtype=float32", "--enforce-eager",
                                                                      "--max-model-len=512"])
     assert argv[0] == str(find_vllm_python())
-    with kserve.local_openai_server(argv, port, env=vllm_cpu_env(), timeout_s=600,
+    with servers.local_openai_server(argv, port, env=vllm_cpu_env(), timeout_s=600,
                                     log_path=str(tmp_path / "vllm.log")) as url:
         models = json.loads(urllib.request.urlopen(url + "/models", timeout=10).read())
     assert [m["id"] for m in models["data"]] == ["judge"]

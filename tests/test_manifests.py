@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from srcal import kserve
+from srcal.serve.servers import vllm_server_argv
 from srcal import pipeline as kp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +143,7 @@ def test_servingruntime_serves_what_the_inferenceservice_asks_for(docs):
     names = c["args"][c["args"].index("--served-model-name") + 1:][:2]
     assert names == ["{{.Name}}", "judge"]  # vLLM answers to both; RemoteJudge asks for "judge"
     assert "--port=8080" in c["args"] and c["ports"][0]["containerPort"] == 8080
-    assert c["command"][-1] == kserve.vllm_server_argv("/m", 1)[2]  # the same server the in-step mode runs
+    assert c["command"][-1] == vllm_server_argv("/m", 1)[2]  # the same server the in-step mode runs
     assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
     assert rt["spec"]["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
 

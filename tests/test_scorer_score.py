@@ -7,7 +7,7 @@ import json
 import pytest
 from scorer_helpers import candidate_rows, tiny_recipe, untrained_judge, write_jsonl
 
-from srcal.client import Failure
+from srcal.serve.client import Failure
 from srcal.scorer import score as S
 
 

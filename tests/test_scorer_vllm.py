@@ -86,7 +86,7 @@ def test_server_tokenizes_like_the_training_tokenizer(judge_server, trained_judg
 
 
 def test_served_and_in_process_judges_agree(judge_server, trained_judge, workload):
-    from srcal.client import Failure
+    from srcal.serve.client import Failure
     from srcal.scorer.judge import HFJudge, RemoteJudge
 
     _, samples, rows, _ = workload
@@ -107,7 +107,7 @@ def test_served_and_in_process_judges_agree(judge_server, trained_judge, workloa
 
 
 def test_score_stage_over_http_resumes_after_an_unreachable_endpoint(judge_server, trained_judge, workload):
-    from vllm_utils import free_port
+    from srcal.distributed import free_port
 
     from srcal.scorer.score import run_score
 

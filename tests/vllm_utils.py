@@ -3,21 +3,16 @@
 Kept out of conftest.py so other tests (the R-Scorer judge, the search engine) can import them directly:
 
 * :func:`build_tiny_text_model` — a tiny ``Qwen2ForCausalLM`` with a byte-level BPE tokenizer whose ids
-  are checked to survive ``AutoTokenizer`` (the loader vLLM uses; notes/environment.md §10 pitfall).
+  are checked to survive ``AutoTokenizer`` (the loader vLLM uses: a tokenizer that changes ids on reload
+  would make vLLM and HF disagree silently).
 * :func:`start_vllm_server` / :func:`stop_vllm_server` — the OpenAI-compatible server as a real process
-  on a free loopback port, started the way KServe's vLLM runtime starts it, with the CPU flags that
-  work here (notes/trl-vllm-deepspeed.md §3.2).
+  on a free loopback port, through srcal's own launcher (``srcal.serve.servers``), with the CPU flags
+  that work here (docs/vllm.md).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,26 +52,6 @@ def build_tiny_text_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int
     return out
 
 
-def find_vllm_python() -> Path | None:
-    """The vLLM venv's interpreter, or None (same lookup as srcal.vllm_engine)."""
-    from srcal.vllm_engine import find_vllm_python as find
-
-    return find()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def vllm_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a vLLM process on our CPU machines (srcal.vllm_engine.vllm_cpu_env)."""
-    from srcal.vllm_engine import vllm_cpu_env
-
-    return vllm_cpu_env(extra)
-
-
 @dataclass
 class VllmServer:
     """A running OpenAI-compatible vLLM server: ``url`` ends in ``/v1`` (what recipes call ``url``)."""
@@ -101,54 +76,34 @@ def start_vllm_server(
     startup_timeout_s: float = 600.0,
     python: str | Path | None = None,
 ) -> tuple[str, subprocess.Popen]:
-    """Start ``python -m vllm.entrypoints.openai.api_server`` on ``model_dir``; wait for ``/health``.
+    """Start vLLM's OpenAI server on ``model_dir`` with srcal's launcher (``srcal.serve.servers``, the one
+    the in-step judge uses) and the CPU flags that work here; wait until it answers.
 
-    Returns ``(url, proc)`` with ``url = http://127.0.0.1:PORT/v1``. The process gets its own session so
-    :func:`stop_vllm_server` can stop the engine-core child with it. Raises RuntimeError with the log tail
-    if the server exits or is not healthy within ``startup_timeout_s`` (init is 30–80 s on 2 cores).
+    Returns ``(url, proc)`` with ``url = http://127.0.0.1:PORT/v1``; stop it with :func:`stop_vllm_server`.
+    Raises ``ServeError`` naming the log if the server exits or is not ready within ``startup_timeout_s``
+    (init is 30-80 s on 2 cores).
     """
+    from srcal.distributed import free_port
+    from srcal.serve.servers import start_server, vllm_server_argv
+    from srcal.serve.vllm_env import find_vllm_python, vllm_cpu_env
+
     python = Path(python) if python else find_vllm_python()
     if python is None:
         raise RuntimeError("no vLLM venv: run `bash scripts/install_vllm_cpu.sh` (creates ./.venv-vllm)")
     port = free_port()
     log_path = Path(log_path) if log_path else Path(model_dir).parent / f"vllm-server-{port}.log"
-    cmd = [
-        str(python), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir), "--served-model-name", served_model_name,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--enforce-eager",  # CPU: fp32, no graph capture
-        "--max-model-len", "1024", "--max-num-seqs", "32", "--max-logprobs", "20",
-        "--disable-log-stats", "--uvicorn-log-level", "warning",
-        *extra_args,
-    ]  # fmt: skip
-    log = open(log_path, "w")  # noqa: SIM115 - handed to the child, closed when the server stops
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True)
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + startup_timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return f"{url}/v1", proc
-        except (urllib.error.URLError, OSError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_vllm_server(proc)
-            tail = Path(log_path).read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"vLLM server on {url} did not become healthy (log {log_path}):\n{tail}")
-        time.sleep(1.0)
+    cpu = ["--dtype=float32", "--enforce-eager",  # CPU: fp32, no graph capture
+           "--max-model-len=1024", "--max-num-seqs=32", "--max-logprobs=20",
+           "--disable-log-stats", "--uvicorn-log-level=warning"]
+    argv = vllm_server_argv(str(model_dir), port, served_name=served_model_name, extra=[*cpu, *extra_args],
+                            python=str(python))
+    proc = start_server(argv, port, ready_path="/health", timeout_s=startup_timeout_s, log_path=log_path,
+                        env=vllm_cpu_env())
+    return f"http://127.0.0.1:{port}/v1", proc
 
 
 def stop_vllm_server(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
-    """SIGTERM the server's process group (the API server and its engine core), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+    """Stop the server's session (the API server and its engine core): ``srcal.serve.servers.stop_server``."""
+    from srcal.serve.servers import stop_server
+
+    stop_server(proc, timeout_s)

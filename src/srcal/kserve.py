@@ -9,7 +9,8 @@
 * ``in-step``: no endpoint; each score step loads the judge from its artifact in-process (HF). This is
   what kfp.local and clusters without KServe use.
 * ``in-step-vllm``: each score step starts a vLLM OpenAI server process on the judge artifact
-  (:func:`local_openai_server`) and scores against it; single-node clusters with the vLLM image.
+  (:func:`srcal.serve.servers.serve_judge_locally`) and scores against it; single-node clusters with the
+  vLLM image.
 
 Talks to the API server with the ``kubernetes`` client (in-cluster service account, or kubeconfig),
 through ``CustomObjectsApi`` on ``serving.kserve.io/v1beta1``; no KServe SDK needed.
@@ -17,28 +18,19 @@ through ``CustomObjectsApi`` on ``serving.kserve.io/v1beta1``; no KServe SDK nee
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
+
+from srcal.errors import ServeError
 
 log = logging.getLogger("srcal.kserve")
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MODES = ("kserve", "in-step", "in-step-vllm")
 _NS_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
-class ServeError(RuntimeError):
-    """The judge endpoint could not be created or did not become ready; the message says why."""
 
 
 def isvc_name(run_id: str) -> str:
@@ -92,15 +84,9 @@ def isvc_manifest(name: str, storage_uri: str, *, runtime: str = "srcal-vllm",
 
 
 def _api():
-    """CustomObjectsApi from the in-cluster service account, else the local kubeconfig."""
-    from kubernetes import client, config
+    from srcal.kube import custom_objects_api
 
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        # KUBECONFIG read now: the client reads it once, at import, for its default
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
-    return client.CustomObjectsApi()
+    return custom_objects_api()
 
 
 def _status_code(e: Exception) -> int | None:
@@ -206,90 +192,3 @@ def teardown_judge(mode: str, name: str, namespace: str | None = None, api=None)
     gone = delete(name, ns, api=api)
     print(f"InferenceService {ns}/{name}: {'deleted' if gone else 'was not there'}")
     return gone
-
-
-# ------------------------------------------------------------------------------- in-step serving
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def vllm_server_argv(model_dir: str, port: int, served_name: str = "judge", extra: list[str] | None = None,
-                     python: str | None = None) -> list[str]:
-    """The same server the ServingRuntime runs, as a local process: with the vLLM environment's python
-    (``srcal.vllm_engine.find_vllm_python``: ``$SRCAL_VLLM_PYTHON`` or ``.venv-vllm``), else this one
-    (the vLLM image, where vLLM is installed beside srcal)."""
-    from srcal.vllm_engine import find_vllm_python
-
-    python = python or str(find_vllm_python() or sys.executable)
-    return [python, "-m", "vllm.entrypoints.openai.api_server", f"--model={model_dir}",
-            f"--served-model-name={served_name}", "--host=127.0.0.1", f"--port={port}", *(extra or [])]
-
-
-@contextlib.contextmanager
-def serve_judge_locally(judge_dir: str | Path, *, gpu: bool, log_path: str | None = None,
-                        timeout_s: float = 600) -> Iterator[str]:
-    """Serve a trained judge artifact with vLLM's OpenAI server for the duration of the block; yield its
-    ``…/v1`` URL. Used by the pipeline's ``in-step-vllm`` score steps and by ``srcal run`` when the recipe
-    says ``rscorer.serve: openai`` without a URL (the judge it just trained, served as a real endpoint).
-
-    Without a GPU, vLLM-CPU needs fp32, eager mode and its CPU environment
-    (:func:`srcal.vllm_engine.vllm_cpu_env`).
-    """
-    from srcal.vllm_engine import vllm_cpu_env
-
-    port = free_port()
-    # vLLM refuses a --max-model-len above the checkpoint's max_position_embeddings (tiny judges have 512).
-    cfg = json.loads((Path(judge_dir) / "config.json").read_text()) if (Path(judge_dir) / "config.json").exists() else {}
-    max_len = min(1024, int(cfg.get("max_position_embeddings") or 1024))
-    cpu = [] if gpu else ["--dtype=float32", "--enforce-eager", f"--max-model-len={max_len}"]
-    argv = vllm_server_argv(str(judge_dir), port, extra=cpu)
-    with local_openai_server(argv, port, env=None if gpu else vllm_cpu_env(), log_path=log_path,
-                             timeout_s=timeout_s) as url:
-        yield url
-
-
-@contextlib.contextmanager
-def local_openai_server(argv: list[str], port: int, *, ready_path: str = "/v1/models", timeout_s: float = 600,
-                        log_path: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run an OpenAI-compatible server process for the duration of the block; yield ``http://…/v1``.
-
-    Waits until ``ready_path`` answers 200 (model loaded), fails fast if the process exits, and always
-    stops it (terminate, then kill after 30 s) so a failing score step leaves no server behind.
-    """
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise ServeError(f"judge server exited with code {proc.returncode} before it was ready: "
-                                 f"{' '.join(argv)}" + (f" (log: {log_path})" if log_path else ""))
-            try:
-                with urllib.request.urlopen(base + ready_path, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServeError(f"judge server not ready on {base}{ready_path} after {timeout_s:.0f}s")
-            time.sleep(0.5)
-        yield base + "/v1"
-    finally:
-        if proc.poll() is None:  # the whole session: vLLM's engine core is a child process
-            import signal
-
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
-        if log_path:
-            out.close()

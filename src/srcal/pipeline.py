@@ -122,6 +122,7 @@ def run_score(recipe: str, overrides: str, judge_serving: str, judge_url: str, i
               output: str, *, gpus: int | None = None, accelerator_type: str = "nvidia.com/gpu") -> dict:
     """The score step for each way of serving the judge (see :mod:`srcal.kserve`)."""
     from srcal import kserve
+    from srcal.serve.servers import serve_judge_locally
 
     kw = {"gpus": gpus, "accelerator_type": accelerator_type}
     if judge_serving == "kserve":
@@ -134,7 +135,7 @@ def run_score(recipe: str, overrides: str, judge_serving: str, judge_url: str, i
     if judge_serving == "in-step-vllm":
         check_gpus(gpus, accelerator_type)
         log_path = str(Path(output).parent / "judge-server.log")
-        with kserve.serve_judge_locally(inputs["judge"], gpu=bool(gpus), log_path=log_path) as url:
+        with serve_judge_locally(inputs["judge"], gpu=bool(gpus), log_path=log_path) as url:
             extra = ["rscorer.serve=openai", f"rscorer.url={url}"]
             return run_stage("score", recipe, overrides, inputs, output, extra_overrides=extra, **kw)
     raise PipelineError(f"judge_serving={judge_serving!r}: expected one of {kserve.MODES}")

@@ -69,7 +69,7 @@ def _has_vllm() -> bool:
     """A vLLM environment to serve the judge from: the separate one, or vLLM beside srcal (the vLLM image)."""
     import importlib.util
 
-    from srcal.vllm_engine import find_vllm_python
+    from srcal.serve.vllm_env import find_vllm_python
 
     return find_vllm_python() is not None or importlib.util.find_spec("vllm") is not None
 

@@ -318,7 +318,7 @@ def teacher_cache_path(recipe, out: Path) -> Path:
 
 def _endpoint_fn(recipe, data_dir: Path):
     """A function sample → RAP text that calls the OpenAI-compatible teacher (retries inside the client)."""
-    from srcal.client import OpenAIClient, image_part
+    from srcal.serve.client import OpenAIClient, image_part
     from srcal.data.rap import parse_rap
     from srcal.models.loading import question_text
 
@@ -350,7 +350,7 @@ def augment(recipe, samples: list[dict], data_dir: Path, cache_path: Path) -> tu
     """
     from collections import Counter
 
-    from srcal.client import Failure
+    from srcal.serve.client import Failure
     from srcal.data.rap import parse_rap, render_rap, split_sentences
     from srcal.answers import score_answer
 

@@ -700,7 +700,7 @@ INPUT_REJECTED = "input_rejected.jsonl"
 
 def _engine_died(e: Exception) -> bool:
     """Failures worth a fresh engine: the vLLM worker died more often than it restarts by itself."""
-    from srcal.vllm_engine import WorkerError
+    from srcal.serve.vllm_worker import WorkerError
 
     return isinstance(e, WorkerError)
 

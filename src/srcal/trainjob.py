@@ -99,13 +99,9 @@ def submit_and_wait(manifest: dict, namespace: str, *, timeout_s: float = 48 * 3
     """Create the TrainJob and wait for Complete; Failed or a timeout raises with the job's conditions.
     The job is deleted on timeout or failure so no GPUs stay held by an orphan."""
     if api is None:
-        from kubernetes import client, config
+        from srcal.kube import custom_objects_api
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
-        api = client.CustomObjectsApi()
+        api = custom_objects_api()
     name = manifest["metadata"]["name"]
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
     log.info("TrainJob %s/%s created; waiting for Complete", namespace, name)

@@ -9,5 +9,5 @@ into ``n`` sampled next sentences each (:class:`srcal.search.Sentence`). Interfa
 
 ``hf``: :class:`srcal.engines.hf.HFEngine` (in-process transformers; ``batched=False`` is the naive
 one-generate-per-beam loop the benchmark compares against). ``vllm``:
-:class:`srcal.engines.vllm.VLLMEngine` (offline vLLM in its own virtualenv, via ``srcal.vllm_engine``).
+:class:`srcal.engines.vllm.VLLMEngine` (offline vLLM in its own virtualenv, via ``srcal.serve.vllm_worker``).
 """

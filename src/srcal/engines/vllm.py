@@ -1,7 +1,7 @@
 """The vLLM engine of sentence-level search: offline ``vllm.LLM`` in its own virtualenv, over JSONL.
 
 vLLM cannot share the training env (it pins its own torch/transformers, notes §0.6), so the engine
-talks to :class:`srcal.vllm_engine.VllmWorker` (a long-lived ``vllm.LLM`` in ``.venv-vllm`` or the vLLM
+talks to :class:`srcal.serve.vllm_worker.VllmWorker` (a long-lived ``vllm.LLM`` in ``.venv-vllm`` or the vLLM
 image). What it does per the notes (§3.3, §4):
 
 * **token-id prompts**: the beam's prefix is the chosen sentences' *token ids* appended to the prompt's
@@ -69,7 +69,7 @@ def prompt_ids(processor, sample: dict, image=None) -> list[int]:
 
 
 class VLLMEngine:
-    """Sentence expansion through a :class:`srcal.vllm_engine.VllmWorker` (one batch per step)."""
+    """Sentence expansion through a :class:`srcal.serve.vllm_worker.VllmWorker` (one batch per step)."""
 
     def __init__(self, worker, processor, *, delimiters, max_sentence_tokens: int, temperature: float = 1.0,
                  top_p: float = 1.0, min_p: float = 0.0, lora_path: str | None = None, context_len: int | None = None,
@@ -95,7 +95,7 @@ class VLLMEngine:
         """Start a worker serving the round's policy: base (+ earlier adapters merged) + top LoRA."""
         from srcal.models.capabilities import for_model_dir
         from srcal.models.loading import has_adapter, load_processor, pick_device, read_meta, resolve_base
-        from srcal.vllm_engine import VllmWorker
+        from srcal.serve.vllm_worker import VllmWorker
 
         s = recipe.search
         base = resolve_base(inputs["base"])

@@ -19,7 +19,7 @@ neither the pairs nor the labeller prompt (DESIGN §1). Ours:
 * **Labeller**: the shapes-world ``oracle_judge`` with the recipe's noise / position bias / tie margin
   (a stand-in for an LLM labeller's mistakes), or an OpenAI-compatible endpoint (``labeller.kind:
   openai``; a LLaMA-3.1-70B-class model for real data) whose verdict probabilities are read from one
-  token (``srcal.client.OpenAIClient.verdict``). Pairs the endpoint cannot label are dropped and counted.
+  token (``srcal.serve.client.OpenAIClient.verdict``). Pairs the endpoint cannot label are dropped and counted.
 * **Held-out** pairs come from samples that no training pair uses: a share of the policy samples (enough
   for all of ``rscorer.n_heldout_pairs`` on real data, half of it on the shapes world, at most half of the
   policy samples) and, on the shapes world, fresh held-out scenes. Its model-vs-model rows are where
@@ -143,7 +143,7 @@ def oracle_labeller(recipe):
 
 def openai_labeller(recipe):
     """An OpenAI-compatible LLM labeller: chat prompt, verdict read from one token's log-probs (A/B/C)."""
-    from srcal.client import OpenAIClient
+    from srcal.serve.client import OpenAIClient
 
     lab = recipe.labeller
     client = OpenAIClient(lab.url, lab.model, concurrency=lab.concurrency, timeout_s=lab.timeout_s,

