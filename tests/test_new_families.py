@@ -144,6 +144,20 @@ def test_llava_onevision_processor_loads_without_torchvision(tmp_path, data_dir)
     assert type(again).__name__ == "LlavaOnevisionProcessor" and again.num_image_tokens == 729
 
 
+def test_llava_onevision_recipe_names_the_missing_vllm_lora_capability():
+    """vLLM 0.32's LlavaOnevisionForConditionalGeneration has no LoRA support: the template (search.engine
+    vllm) naming only the OneVision checkpoint gets exactly that problem, and none with search.engine=hf."""
+    from srcal.config import load_recipe
+
+    d = shrunk_model(ONEVISION)
+    recipe = load_recipe(TEMPLATE, [f"model.base={d}"])
+    assert recipe.model.family == "" and capabilities.recipe_family(recipe) == "llava_onevision"
+    assert capabilities.problems(recipe) == [
+        "search.engine: vLLM cannot serve 'llava_onevision' with a LoRA adapter (missing capability 'vLLM serving "
+        "with LoRA'); set search.engine=hf"]
+    assert capabilities.problems(load_recipe(TEMPLATE, [f"model.base={d}", "search.engine=hf"])) == []
+
+
 # ------------------------------------------------------------------------- a recipe that names a checkpoint
 
 
