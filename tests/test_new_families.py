@@ -8,7 +8,8 @@ a recipe that names no family (the architecture comes from the checkpoint): prom
 HF search over mixed aspect ratios, then RFT (LoRA SFT, targets end with the end token), align (one DPO
 step) and eval (generation from the aligned artifact).
 
-Wall time: one new architecture's search + RFT/align/eval runs in CI; the others are ``slow``.
+Wall time: Qwen3-VL's search + RFT/align/eval and LLaVA-OneVision's prompts, token counts, processor and
+search run in CI; OneVision's RFT/align/eval (prompts of 1,485-2,943 tokens) and all of Gemma 3 are ``slow``.
 """
 
 from __future__ import annotations
