@@ -14,6 +14,6 @@ def score_op(recipe: str, overrides: str, judge_serving: str, judge_url: str, ac
     Runs in the vLLM image, which holds all three: the HTTP client, transformers and vLLM."""
     from srcal import pipeline
 
-    pipeline.run_score(recipe, overrides, judge_serving, judge_url,
-                       {"candidates": candidates.path, "judge": judge.path, "data": data.path}, judgments.path,
-                       gpus=gpus, accelerator_type=accelerator_type)
+    pipeline.run_score_step(recipe, overrides, judge_serving, judge_url,
+                            {"candidates": candidates.path, "judge": judge.path, "data": data.path}, judgments.path,
+                            gpus=gpus, accelerator_type=accelerator_type)

@@ -19,18 +19,13 @@ import ast
 import inspect
 import json
 import os
-import sys
 import textwrap
 import time
 from pathlib import Path
 
+import components
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import components  # noqa: E402  (components/ is a top-level folder, not a package on sys.path)
-from components import (  # noqa: E402
+from components import (
     align,
     base,
     curate,
@@ -44,6 +39,8 @@ from components import (  # noqa: E402
     score,
     search,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MODULES = [data, base, rft, evaluate, search, rscorer_data, rscorer_train, rscorer_serve, score, curate, align,
            report]
@@ -163,10 +160,11 @@ def _run_pipeline(root: Path, s3_prefix: str, overrides: list[str], shards: int 
     """Run the compiled graph's pipeline function under kfp.local; returns (outputs dir, wall seconds)."""
     from kfp import local
 
-    from srcal import pipeline as kp
+
+    from srcal import pipeline_client as kpc
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    pipe = kp.build_pipeline(3)
+    pipe = kpc.build_pipeline(3)
     t0 = time.time()
     no_gpus = {f"{s}_gpus": 0 for s in ("base", "rft", "eval", "search", "rscorer", "judge", "align")}
     pipe(recipe="tiny", overrides=json.dumps(overrides), shards=shards, judge_serving="in-step",

@@ -265,6 +265,7 @@ def test_run_curate_writes_pairs_and_counts(tmp_path):
     summary = curate.run_curate(recipe, _stage_inputs(tmp_path), tmp_path / "out")
     rows = [json.loads(x) for x in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
     assert summary["counts"] == {"samples": 10, "kept": 10, "dropped": 0}
+    assert not (tmp_path / "out" / "summary.json").exists()  # srcal.stages.execute writes it, once
     assert summary["dropped"] == {"malformed_judgment: ValueError": 1}
     assert rows[0]["chosen"] == "The circle is red.\nAnswer: red" and rows[0]["chosen_correct"] is True
     assert rows[0]["rejected_correct"] is False and rows[0]["chosen_index"] == 0

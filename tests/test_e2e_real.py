@@ -162,7 +162,7 @@ def test_llava15_through_the_kfp_local_pipeline(tmp_path, releases, s3_bucket):
     is served in-step (no KServe here). Asserts every round reached the report and the export landed in S3."""
     from kfp import local
 
-    from srcal import pipeline as kp
+    from srcal import pipeline_client as kp
     from srcal import store
 
     dirs, answers = releases

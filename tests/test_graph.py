@@ -94,23 +94,24 @@ def test_a_component_resolves_its_options_from_the_run_recipe():
 def _spec(recipe: str) -> dict:
     from google.protobuf import json_format
 
-    from srcal import pipeline as kp
 
-    return json_format.MessageToDict(kp.build_pipeline(recipe).pipeline_spec)
+    from srcal import pipeline_client as kpc
+
+    return json_format.MessageToDict(kpc.build_pipeline(recipe).pipeline_spec)
 
 
 class Dag:
     """Tasks of a compiled pipeline by display name, with artifact inputs resolved to their producers."""
 
     def __init__(self, spec: dict):
-        from srcal import pipeline as kp
+        from srcal import pipeline_client as kpc
 
         self.spec = spec
         self.by_display: dict[str, dict] = {}
         self.where: dict[str, str] = {}  # display -> DAG component it sits in
         self.display: dict[tuple[str, str], str] = {}  # (DAG, task name) -> display
         self.parent: dict[str, tuple[str, dict]] = {}  # DAG component -> (its DAG, the task running it)
-        for dag, name, task in kp.iter_tasks(spec):
+        for dag, name, task in kpc.iter_tasks(spec):
             shown = task["taskInfo"]["name"]
             assert shown not in self.by_display, f"two tasks named {shown}"
             self.by_display[shown] = task
@@ -139,7 +140,7 @@ PIPELINE_ONLY = {"rscorer-serve", "export", "rscorer-teardown", "src"}  # src: t
 def test_pipeline_dag_is_the_plan(recipe):
     plan = graph.build_plan(load_recipe(recipe))
     dag = Dag(_spec(recipe))
-    from pipelines.srcal_pipeline import STAGE_OPS  # importable once srcal.pipeline put the checkout on sys.path
+    from pipelines.srcal_pipeline import STAGE_OPS
     expected: set[str] = set(PIPELINE_ONLY)
     for step in plan:
         name = graph.task_name(step.key)

@@ -106,7 +106,6 @@ def test_build_script_tags_by_git_sha():
 
 
 def test_image_names_match_the_components():
-    sys.path.insert(0, str(ROOT))
     import components
 
     text = (IMAGES / "build.sh").read_text()

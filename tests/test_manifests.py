@@ -13,7 +13,7 @@ import yaml
 
 from srcal import kserve
 from srcal.serve.servers import vllm_server_argv
-from srcal import pipeline as kp
+from srcal import pipeline_client as kp
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -101,9 +101,6 @@ def test_names_match_the_pipeline_defaults(docs):
 
 
 def test_secret_template_has_every_key_the_steps_read_and_no_real_keys(docs):
-    import sys
-
-    sys.path.insert(0, str(ROOT))
     from pipelines.srcal_pipeline import S3_SECRET_KEYS
 
     secret = _by_kind(docs)["Secret"]

@@ -82,11 +82,11 @@ def test_qwen2_vl_reloads_with_image_only_processor_and_generates(tiny_dirs):
     from PIL import Image
     from transformers import AutoModelForImageTextToText
 
-    from srcal.models.tiny import load_processor
+    from srcal.models.tiny import load_tiny_processor
 
     dirs, _, _ = tiny_dirs
     model = AutoModelForImageTextToText.from_pretrained(dirs["qwen2_vl"])
-    proc = load_processor(dirs["qwen2_vl"])
+    proc = load_tiny_processor(dirs["qwen2_vl"])
     assert type(model).__name__ == "Qwen2VLForConditionalGeneration"
     assert type(proc).__name__ == "Qwen2VLImageOnlyProcessor"
     assert proc.image_token == "<|image_pad|>"

@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from srcal import pipeline as kp
+
+from srcal import pipeline_client as kpc
 from http_utils import send_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +29,7 @@ GPU_KINDS = {"base", "rft", "eval", "search", "rscorer-train", "align"}
 
 @pytest.fixture(scope="module")
 def spec():
-    return kp.read_package(PACKAGE)
+    return kpc.read_package(PACKAGE)
 
 
 def _kind(component_ref: str) -> str:
@@ -40,7 +42,7 @@ def _tasks(spec_pair):
     """(kind, display name, task, executor label) for every task, nested DAGs included."""
     spec, _ = spec_pair
     out = []
-    for _, name, task in kp.iter_tasks(spec):
+    for _, name, task in kpc.iter_tasks(spec):
         comp = spec["components"][task["componentRef"]["name"]]
         out.append((_kind(task["componentRef"]["name"]), task["taskInfo"]["name"], task, comp.get("executorLabel")))
     return out
@@ -48,7 +50,7 @@ def _tasks(spec_pair):
 
 def test_committed_yaml_is_fresh(tmp_path):
     """Recompiling the pipeline gives the checked-in YAML byte for byte (else: `srcal pipeline compile`)."""
-    fresh = kp.compile_pipeline(tmp_path / "p.yaml")
+    fresh = kpc.compile_pipeline(tmp_path / "p.yaml")
     assert fresh.read_text() == PACKAGE.read_text(), (
         "pipelines/srcal_pipeline.yaml is stale: run `srcal pipeline compile` and commit it")
 
@@ -67,8 +69,8 @@ def test_three_rounds_chain_through_the_policy(spec):
     """Round k's search and align read round k-1's aligned policy (round 1: the RFT model); tasks are named
     by their plan step (srcal.graph.task_name). tests/test_graph.py checks every edge for every recipe."""
     pipeline_spec, _ = spec
-    display = {name: t["taskInfo"]["name"] for _, name, t in kp.iter_tasks(pipeline_spec)}
-    by_display = {t["taskInfo"]["name"]: t for _, _, t in kp.iter_tasks(pipeline_spec)}
+    display = {name: t["taskInfo"]["name"] for _, name, t in kpc.iter_tasks(pipeline_spec)}
+    by_display = {t["taskInfo"]["name"]: t for _, _, t in kpc.iter_tasks(pipeline_spec)}
     for k in (1, 2, 3):
         assert {f"round{k}-search-shard", f"round{k}-search", f"round{k}-score", f"round{k}-curate",
                 f"round{k}-align", f"eval-round{k}"} <= set(by_display)
@@ -185,7 +187,7 @@ def test_components_run_the_project_image_without_pip(spec):
 
 
 def test_parameters(spec):
-    params = kp.package_parameters(spec[0])
+    params = kpc.package_parameters(spec[0])
     assert {"recipe", "overrides", "base_model_uri", "data_uri", "shards", "judge_serving", "s3_secret",
             "s3_prefix", "accelerator_type", "gpu_node_selector", "gpu_tolerations", "cpu_node_selector",
             "rft_gpus", "search_gpus", "rscorer_gpus", "judge_gpus", "align_gpus", "eval_gpus", "base_gpus",
@@ -198,12 +200,12 @@ def test_parameters(spec):
 
 def test_the_pipeline_is_compiled_for_a_recipe(tmp_path):
     """``--recipe``: the DAG is that recipe's plan and the run's ``recipe`` parameter defaults to it."""
-    out = kp.compile_pipeline(tmp_path / "llava.yaml", recipe="llava-1.5-7b")
-    spec, _ = kp.read_package(out)
-    assert kp.package_parameters(spec)["recipe"]["defaultValue"] == "llava-1.5-7b"
-    assert kp.package_rounds(spec) == 3
+    out = kpc.compile_pipeline(tmp_path / "llava.yaml", recipe="llava-1.5-7b")
+    spec, _ = kpc.read_package(out)
+    assert kpc.package_parameters(spec)["recipe"]["defaultValue"] == "llava-1.5-7b"
+    assert kpc.package_rounds(spec) == 3
     with pytest.raises(kp.PipelineError, match="not found"):
-        kp.compile_pipeline(tmp_path / "x.yaml", recipe="no-such-recipe")
+        kpc.compile_pipeline(tmp_path / "x.yaml", recipe="no-such-recipe")
 
 
 def test_the_cli_compiles_for_the_recipe_it_is_given(tmp_path, capsys):
@@ -212,24 +214,24 @@ def test_the_cli_compiles_for_the_recipe_it_is_given(tmp_path, capsys):
 
     assert main(["pipeline", "compile", "--recipe", "llava-1.5-7b", "--set", "rounds=2",
                  "--output", str(tmp_path / "two.yaml")]) == 0
-    spec, _ = kp.read_package(tmp_path / "two.yaml")
-    assert kp.package_rounds(spec) == 2 and kp.package_parameters(spec)["recipe"]["defaultValue"] == "llava-1.5-7b"
+    spec, _ = kpc.read_package(tmp_path / "two.yaml")
+    assert kpc.package_rounds(spec) == 2 and kpc.package_parameters(spec)["recipe"]["defaultValue"] == "llava-1.5-7b"
     assert main(["pipeline", "compile", "--recipe", "llava-1.5-7b", "--rounds", "1",
                  "--output", str(tmp_path / "one.yaml")]) == 0
-    assert kp.package_rounds(kp.read_package(tmp_path / "one.yaml")[0]) == 1
+    assert kpc.package_rounds(kpc.read_package(tmp_path / "one.yaml")[0]) == 1
     assert capsys.readouterr().out.split() == [str(tmp_path / "two.yaml"), str(tmp_path / "one.yaml")]
 
 
 def test_rounds_are_a_compile_option(tmp_path):
-    one = kp.compile_pipeline(tmp_path / "one.yaml", rounds=1)
-    spec, _ = kp.read_package(one)
-    assert kp.package_rounds(spec) == 1
+    one = kpc.compile_pipeline(tmp_path / "one.yaml", rounds=1)
+    spec, _ = kpc.read_package(one)
+    assert kpc.package_rounds(spec) == 1
     with pytest.raises(kp.PipelineError, match="1 to 3 rounds"):
-        kp.compile_pipeline(tmp_path / "four.yaml", rounds=4)
+        kpc.compile_pipeline(tmp_path / "four.yaml", rounds=4)
 
 
 def test_retag_points_every_step_at_the_built_images(tmp_path):
-    out = kp.compile_pipeline(tmp_path / "p.yaml", image_tag="abc1234", registry="registry.example/ml")
+    out = kpc.compile_pipeline(tmp_path / "p.yaml", image_tag="abc1234", registry="registry.example/ml")
     spec = next(yaml.safe_load_all(out.read_text()))
     images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/ml/srcal-train:abc1234", "registry.example/ml/srcal-vllm:abc1234"}
@@ -331,7 +333,7 @@ def kfp_server(monkeypatch, tmp_path):
 
 
 def test_submit_creates_a_run_with_typed_arguments(kfp_server):
-    res = kp.submit(host=kfp_server.url, recipe="tiny", overrides=["align.beta=0.2"], s3_secret="team-s3",
+    res = kpc.submit(host=kfp_server.url, recipe="tiny", overrides=["align.beta=0.2"], s3_secret="team-s3",
                     params={"shards": 4, "judge_serving": "in-step"}, run_name="ci-abc", experiment="ci")
     assert res == {"run_id": "run-123", "url": f"{kfp_server.url}/#/runs/details/run-123"}
     (run,) = [json.loads(b) for m, p, b in kfp_server.calls if p.startswith("/apis/v2beta1/runs")]
@@ -345,7 +347,7 @@ def test_submit_creates_a_run_with_typed_arguments(kfp_server):
 
 
 def test_schedule_uploads_a_version_and_an_enabled_recurring_run(kfp_server):
-    res = kp.schedule(host=kfp_server.url, recipe="tiny", overrides=[], s3_secret="srcal-s3", cron="0 0 2 * * *",
+    res = kpc.schedule(host=kfp_server.url, recipe="tiny", overrides=[], s3_secret="srcal-s3", cron="0 0 2 * * *",
                       version_name="v-test")
     assert res["recurring_run_id"] == "rr-1" and res["pipeline_id"] == "pipe-1"
     paths = [p.split("?")[0] for m, p, _ in kfp_server.uploads()]
@@ -372,7 +374,7 @@ def test_schedule_uploads_a_version_and_an_enabled_recurring_run(kfp_server):
 def test_bad_submissions_fail_before_any_upload(kfp_server, kwargs, message):
     args = {"host": kfp_server.url, "recipe": "tiny", "overrides": [], "s3_secret": "srcal-s3", **kwargs}
     with pytest.raises(kp.PipelineError, match=message):
-        kp.submit(**args)
+        kpc.submit(**args)
     assert kfp_server.calls == []  # not even a healthz: the host is checked last
 
 
@@ -380,19 +382,19 @@ def test_unreachable_host_fails_before_any_upload():
     from srcal.distributed import free_port
 
     with pytest.raises(kp.PipelineError, match="cannot reach the KFP API"):
-        kp.submit(host=f"http://127.0.0.1:{free_port()}", recipe="tiny", overrides=[], s3_secret="srcal-s3")
+        kpc.submit(host=f"http://127.0.0.1:{free_port()}", recipe="tiny", overrides=[], s3_secret="srcal-s3")
     with pytest.raises(kp.PipelineError, match="no KFP host"):
-        kp.submit(host="", recipe="tiny", overrides=[], s3_secret="srcal-s3")
+        kpc.submit(host="", recipe="tiny", overrides=[], s3_secret="srcal-s3")
 
 
 def test_a_host_without_the_kfp_api_is_named(kfp_server):
     with pytest.raises(kp.PipelineError, match="no KFP v2 API"):
-        kp.check_host(kfp_server.url + "/not-kfp")
+        kpc.check_host(kfp_server.url + "/not-kfp")
 
 
 def test_five_field_cron_is_refused_with_the_fix(kfp_server):
     with pytest.raises(kp.PipelineError, match="did you mean '0 0 2 \\* \\* \\*'"):
-        kp.schedule(host=kfp_server.url, recipe="tiny", overrides=[], s3_secret="srcal-s3", cron="0 2 * * *")
+        kpc.schedule(host=kfp_server.url, recipe="tiny", overrides=[], s3_secret="srcal-s3", cron="0 2 * * *")
     assert kfp_server.uploads() == []
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from scorer_helpers import candidate_rows, tiny_recipe, untrained_judge
 
-from srcal.scorer import fmt
+from srcal.scorer import judge_format
 from srcal.scorer.judge import HFJudge, common_prefix_len, last_position_probs, parse_verdict_text
 from srcal.scorer.score import pair_prompt, pair_schedule
 
@@ -55,6 +55,6 @@ def test_verdict_labels_are_single_tokens_after_the_prompt(judge):
     samples, rows = candidate_rows(recipe, 1, 2)
     prompt = pair_prompt(j.meta, samples[0], rows[0]["text"], rows[1]["text"])
     base = j.encode(prompt)
-    for lab in fmt.VERDICT_LABELS:
+    for lab in judge_format.VERDICT_LABELS:
         ids = j.encode(prompt + " " + lab)
         assert ids[: len(base)] == base and ids[len(base) :] == [j.meta["label_token_ids"][lab]]

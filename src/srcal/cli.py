@@ -130,7 +130,7 @@ def cmd_pipeline(args) -> int:
     """``srcal pipeline compile|submit|schedule``: every check runs before anything is uploaded."""
     import contextlib
 
-    from srcal import pipeline as kp
+    from srcal import pipeline_client as kp
 
     try:
         if args.pipeline_command == "compile":

@@ -566,7 +566,7 @@ def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> di
     if vs_oracle["n"]:
         summary["judge_vs_oracle"] = {"agreement": round(vs_oracle["agree"] / vs_oracle["n"], 4),
                                       "readings": vs_oracle["n"]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    # no summary.json here: srcal.stages.execute writes the returned summary (with timings and resume key)
     if len(kept) < cfg.min_pairs:
         raise StageError(
             f"curate: only {len(kept)} preference pairs survived (curate.min_pairs={cfg.min_pairs}); "

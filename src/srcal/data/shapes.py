@@ -390,7 +390,7 @@ def _math_object_query(scene: dict, cfg: ShapesWorldConfig, rng: random.Random) 
     return {"type": "count", "color": color, "shape": shape}, str(_count(scene, color, shape))
 
 
-def question_text(query: dict, scene: dict, k: int = 0) -> str:
+def render_question(query: dict, scene: dict, k: int = 0) -> str:
     """The question for ``query`` in phrasing ``k``."""
     t = query["type"]
     tmpl = QUESTION_TEMPLATES[t][k % len(QUESTION_TEMPLATES[t])]
@@ -419,7 +419,7 @@ def make_sample(cfg: ShapesWorldConfig, category: str, rng: random.Random, sampl
     else:
         raise ValueError(f"unknown category {category!r}; expected one of {CATEGORIES}")
     scene["query"] = query
-    question = question_text(query, scene, rng.randrange(2))
+    question = render_question(query, scene, rng.randrange(2))
     return {
         "id": sample_id,
         "image": f"images/{sample_id}.png",
@@ -521,7 +521,7 @@ def corpus(cfg: ShapesWorldConfig, n: int, seed: int) -> list[str]:
     for i in range(n):
         sample = make_sample(cfg, cats[i % 4], rng, f"corpus-{i:05d}")
         scene, query = sample["scene"], sample["scene"]["query"]
-        texts += [question_text(query, scene, k) for k in range(2)]
+        texts += [render_question(query, scene, k) for k in range(2)]
         texts.append(describe_scene(scene))
         texts.append(oracle.short_answer_text(sample))
         raps = [oracle.teacher_rap(sample, rng) for _ in range(2)]

@@ -168,9 +168,9 @@ def load_processor(model_path: str | Path):
     local = Path(str(model_path)).is_dir()
     name = saved_processor_class(model_path) if local else ""
     if name == "Qwen2VLImageOnlyProcessor":
-        from srcal.models.tiny import load_processor as _tiny
+        from srcal.models.tiny import load_tiny_processor
 
-        return _tiny(model_path)
+        return load_tiny_processor(model_path)
     if name in QWEN_VL_PROCESSORS and not is_torchvision_available():
         return image_only_processor_cls(name).from_pretrained(str(model_path))
     try:

@@ -15,7 +15,7 @@ that the tokenizer is trained on shapes-world text instead of being downloaded:
 
 Text models use head_dim 64 (hidden / heads) so that vLLM's attention backends accept them. Everything is
 saved with ``save_pretrained`` and reloads with the Auto classes (Qwen2-VL's processor: see
-:func:`load_processor`).
+:func:`load_tiny_processor`).
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def build_qwen2_text(tokenizer, out_dir: str | Path, hidden: int = 128, layers: 
     return out
 
 
-def load_processor(model_dir: str | Path):
+def load_tiny_processor(model_dir: str | Path):
     """Load the processor saved next to a tiny (or real) LVLM.
 
     ``AutoProcessor`` on a Qwen2-VL folder saved with the image-only subclass silently returns the bare

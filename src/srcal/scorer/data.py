@@ -166,7 +166,7 @@ def openai_labeller(recipe):
 def judge_samples(recipe, n: int, split: str) -> list[dict]:
     """Fresh shapes-world samples for the judge's pairs, 2:1:1 over categories, disjoint by id prefix
     (and seed stream) from the data splits and between ``train`` and ``heldout``."""
-    from srcal.data import shapes as W
+    from srcal.data import shapes as world
 
     ratio = recipe.data.category_ratio
     total = sum(ratio)
@@ -175,7 +175,7 @@ def judge_samples(recipe, n: int, split: str) -> list[dict]:
     out = []
     for cat, k in zip(("perception", "chart", "math"), counts):
         rng = random.Random(f"{recipe.seed}:rscorer:{split}:{cat}")
-        out += [W.make_sample(recipe.data.shapes, cat, rng, f"rscorer-{split}-{cat}-{i:05d}") for i in range(k)]
+        out += [world.make_sample(recipe.data.shapes, cat, rng, f"rscorer-{split}-{cat}-{i:05d}") for i in range(k)]
     random.Random(f"{recipe.seed}:rscorer:{split}:order").shuffle(out)
     return out
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from srcal.scorer import fmt
+from srcal.scorer import judge_format
 
 log = logging.getLogger("srcal.scorer.judge")
 
@@ -91,7 +91,7 @@ class HFJudge:
         self.meta = read_judge_meta(judge_dir)
         self.tok = AutoTokenizer.from_pretrained(judge_dir)
         self.model = AutoModelForCausalLM.from_pretrained(judge_dir, dtype=torch.float32).eval()
-        self.label_ids = [int(self.meta["label_token_ids"][x]) for x in fmt.VERDICT_LABELS]
+        self.label_ids = [int(self.meta["label_token_ids"][x]) for x in judge_format.VERDICT_LABELS]
         self.batch_size = batch_size
 
     def encode(self, prompt: str) -> list[int]:
@@ -174,8 +174,8 @@ class RemoteJudge:
                                    timeout_s=timeout_s, retries=retries)
 
     def read_one(self, prompt: str) -> list[float]:
-        probs = self.client.verdict(list(fmt.VERDICT_LABELS), prompt=prompt, label_token_ids=self.label_ids)
-        return [probs[x] for x in fmt.VERDICT_LABELS]
+        probs = self.client.verdict(list(judge_format.VERDICT_LABELS), prompt=prompt, label_token_ids=self.label_ids)
+        return [probs[x] for x in judge_format.VERDICT_LABELS]
 
     def read(self, groups: Sequence[Sequence[str]]) -> list[list[Any]]:
         """Verdicts per group; a prompt that failed for good gets its :class:`srcal.serve.client.Failure`."""

@@ -37,7 +37,7 @@ from typing import Any
 
 from srcal.data.schema import prompt_chars_problem
 from srcal.jsonl import append_jsonl, read_jsonl, write_jsonl
-from srcal.scorer import fmt
+from srcal.scorer import judge_format
 
 log = logging.getLogger("srcal.scorer.score")
 
@@ -125,8 +125,8 @@ def judge_endpoint(recipe, judge_dir: Path, log_dir: Path) -> Iterator[str | Non
 
 
 def pair_prompt(meta: dict, sample: dict, text_a: str, text_b: str) -> str:
-    ji = fmt.judge_input(sample, text_a, text_b, meta["input_format"], meta.get("answer_prefix", "Answer:"))
-    return fmt.render_prompt(meta["prompt_template"], ji)
+    ji = judge_format.judge_input(sample, text_a, text_b, meta["input_format"], meta.get("answer_prefix", "Answer:"))
+    return judge_format.render_prompt(meta["prompt_template"], ji)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -219,10 +219,10 @@ def score_independent(recipe, judge_dir: Path, work, writer: JudgmentWriter, out
     meta = judge.meta
     rows_s, written = [], 0
     for sid, sample, cands in work:
-        d, q = fmt.shared_fields(sample, meta["input_format"])
+        d, q = judge_format.shared_fields(sample, meta["input_format"])
         prompts = [recipe.score.independent_prompt.format(
             description=d, question=q,
-            response=fmt.response_field(sample, c["text"], meta["input_format"], meta.get("answer_prefix", "Answer:")))
+            response=judge_format.response_field(sample, c["text"], meta["input_format"], meta.get("answer_prefix", "Answer:")))
             for c in cands]
         probs = _renorm_many(last_position_probs(judge.model, judge.tok, prompts, ids, recipe.score.batch_size))
         for c, p in zip(cands, probs):
@@ -304,7 +304,7 @@ def _bench_judge_dir(recipe, run_dir: str | None, judge: str | None, tmp: Path) 
     tok = build_tiny_judge(recipe, tmp)
     rs = recipe.rscorer
     (tmp / JUDGE_META).write_text(json.dumps({"input_format": rs.input_format, "prompt_template": rs.prompt_template,
-                                              "labels": list(fmt.VERDICT_LABELS), "label_token_ids": label_token_ids(tok),
+                                              "labels": list(judge_format.VERDICT_LABELS), "label_token_ids": label_token_ids(tok),
                                               "answer_prefix": recipe.rap_answer_prefix}))
     return tmp, "untrained (random weights)"
 

@@ -9,7 +9,7 @@ Two trainers, picked by ``rscorer.trainer``:
   KServe) serves the judge directory as a plain model.
 * ``aux`` — our loop for the tiny judge trained *from scratch*. notes/environment.md §10 measured that a
   verdict-only loss gives one bit per example and never leaves chance in minutes; what learns in ~3 min on
-  2 cores is the fact language (``srcal.scorer.fmt``) plus dense targets: per-claim ok/wrong tags at each
+  2 cores is the fact language (``srcal.scorer.judge_format``) plus dense targets: per-claim ok/wrong tags at each
   claim's token and an answer tag (a linear tag head on the hidden state), each response's error count and
   true-claim count at the two scratch slots ``Check A:`` / ``Check B:`` of the prompt (two count heads),
   a language-model loss on the responses, and the verdict cross-entropy over the A/B/C logits at the
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from srcal.jsonl import read_jsonl, write_jsonl
-from srcal.scorer import fmt
+from srcal.scorer import judge_format
 
 log = logging.getLogger("srcal.scorer.train")
 
@@ -61,9 +61,9 @@ def load_pairs(data_dir: Path) -> tuple[list[dict], list[dict], dict[str, dict]]
 
 
 def prompt_of(row: dict, sample: dict, recipe) -> str:
-    ji = fmt.judge_input(sample, row["response_a"], row["response_b"], recipe.rscorer.input_format,
+    ji = judge_format.judge_input(sample, row["response_a"], row["response_b"], recipe.rscorer.input_format,
                          recipe.rap_answer_prefix)
-    return fmt.render_prompt(recipe.rscorer.prompt_template, ji)
+    return judge_format.render_prompt(recipe.rscorer.prompt_template, ji)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -72,10 +72,10 @@ def prompt_of(row: dict, sample: dict, recipe) -> str:
 def tokenizer_corpus(recipe) -> list[str]:
     """Every fact word and template marker, several times, so BPE merges each into one token."""
     sh = recipe.data.shapes
-    words = fmt.fact_vocabulary(sh.colors, sh.shapes, sh.grid, sh.max_value, sh.max_objects)
+    words = judge_format.fact_vocabulary(sh.colors, sh.shapes, sh.grid, sh.max_value, sh.max_objects)
     template = recipe.rscorer.prompt_template
     literal = "".join(p for p in template.replace("}", "{").split("{")[::2])
-    labels = " ".join(" " + lab for lab in fmt.VERDICT_LABELS)
+    labels = " ".join(" " + lab for lab in judge_format.VERDICT_LABELS)
     return [literal + " " + " ".join(words[i::7]) + labels for i in range(7)] * 4
 
 
@@ -92,7 +92,7 @@ def build_tiny_judge(recipe, out_dir: Path):
                      intermediate=rs.intermediate, max_positions=rs.max_positions, seed=recipe.seed)
     tok = AutoTokenizer.from_pretrained(out_dir)
     sh = recipe.data.shapes
-    split = [w for w in fmt.fact_vocabulary(sh.colors, sh.shapes, sh.grid, sh.max_value, sh.max_objects)
+    split = [w for w in judge_format.fact_vocabulary(sh.colors, sh.shapes, sh.grid, sh.max_value, sh.max_objects)
              if len(tok(" " + w, add_special_tokens=False)["input_ids"]) != 1]
     if split:
         raise RuntimeError(f"{len(split)} fact words are not single tokens (e.g. {split[:5]}); raise "
@@ -103,7 +103,7 @@ def build_tiny_judge(recipe, out_dir: Path):
 def label_token_ids(tok) -> dict[str, int]:
     """Token id of each verdict label as it follows the prompt (`` A``), checked to be one token."""
     ids = {}
-    for lab in fmt.VERDICT_LABELS:
+    for lab in judge_format.VERDICT_LABELS:
         enc = tok(" " + lab, add_special_tokens=False)["input_ids"]
         if len(enc) != 1:
             raise RuntimeError(f"verdict label {lab!r} is {len(enc)} tokens in the judge's tokenizer; "
@@ -143,18 +143,18 @@ def encode_row(row: dict, sample: dict, recipe, tok, max_count: int, cache: dict
     for side in ("a", "b"):
         key = (sample["id"], row["response_" + side])
         if key not in cache:
-            cache[key] = (fmt.canonical_of(sample, key[1], rs.input_format, recipe.rap_answer_prefix)
+            cache[key] = (judge_format.canonical_of(sample, key[1], rs.input_format, recipe.rap_answer_prefix)
                           if rs.input_format.startswith("facts") else None)
         canons[side] = cache[key]
     if rs.input_format.startswith("facts"):
-        d, q = fmt.shared_fields(sample, rs.input_format)
-        ji = fmt.JudgeInput(d, q, canons["a"].text, canons["b"].text)
+        d, q = judge_format.shared_fields(sample, rs.input_format)
+        ji = judge_format.JudgeInput(d, q, canons["a"].text, canons["b"].text)
     else:
-        ji = fmt.judge_input(sample, row["response_a"], row["response_b"], rs.input_format, recipe.rap_answer_prefix)
-    prompt, spans = fmt.field_spans(rs.prompt_template, ji)
+        ji = judge_format.judge_input(sample, row["response_a"], row["response_b"], rs.input_format, recipe.rap_answer_prefix)
+    prompt, spans = judge_format.field_spans(rs.prompt_template, ji)
     enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    item: dict[str, Any] = {"ids": ids, "label": fmt.VERDICT_LABELS.index(row["label"]),
+    item: dict[str, Any] = {"ids": ids, "label": judge_format.VERDICT_LABELS.index(row["label"]),
                             "tag_pos": [], "tag": [], "cnt_pos": [], "err": [], "true": [], "lm_pos": []}
     for side in ("a", "b"):
         field = "response_" + side
@@ -194,7 +194,7 @@ def read_verdicts(model, tok, prompts: list[str], label_ids: dict[str, int], bat
     """P(A), P(B), P(C) for each prompt: one forward, the last position's label logits, softmax."""
     from srcal.scorer.judge import last_position_probs
 
-    return last_position_probs(model, tok, prompts, [label_ids[x] for x in fmt.VERDICT_LABELS], batch_size)
+    return last_position_probs(model, tok, prompts, [label_ids[x] for x in judge_format.VERDICT_LABELS], batch_size)
 
 
 def is_policy_pair(row: dict) -> bool:
@@ -294,7 +294,7 @@ def train_aux(recipe, model, tok, train_items: list[dict], label_ids: dict[str, 
     true_head = torch.nn.Linear(hidden, rs.max_count)
     params = [*model.parameters(), *tag_head.parameters(), *err_head.parameters(), *true_head.parameters()]
     opt = torch.optim.AdamW(params, lr=rs.lr, betas=(0.9, 0.98), weight_decay=rs.weight_decay)
-    verdict_ids = torch.tensor([label_ids[x] for x in fmt.VERDICT_LABELS])
+    verdict_ids = torch.tensor([label_ids[x] for x in judge_format.VERDICT_LABELS])
     # pairs: both orders of a pair go into the same batch (swap augmentation within the step)
     by_pair: dict[str, list[dict]] = {}
     for it in train_items:
@@ -431,7 +431,7 @@ def run_rscorer_train(recipe, inputs: dict[str, Path], out: Path, **_: Any) -> d
     tok.save_pretrained(out)
     (out / JUDGE_META).write_text(json.dumps({
         "input_format": rs.input_format, "prompt_template": rs.prompt_template,
-        "labels": list(fmt.VERDICT_LABELS), "label_token_ids": label_ids, "base": rs.base,
+        "labels": list(judge_format.VERDICT_LABELS), "label_token_ids": label_ids, "base": rs.base,
         "answer_prefix": recipe.rap_answer_prefix}, indent=2))
     t1 = time.time()
     prompts = [prompt_of(r, samples[r["sample_id"]], recipe) for r in held_rows]

@@ -1,4 +1,4 @@
-"""The judge's input format (srcal.scorer.fmt): fact language, prompts, the closed vocabulary."""
+"""The judge's input format (srcal.scorer.judge_format): fact language, prompts, the closed vocabulary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from srcal.config import load_recipe
 from srcal.data import oracle
-from srcal.scorer import fmt
+from srcal.scorer import judge_format
 from srcal.scorer.data import judge_samples
 
 
@@ -21,7 +21,7 @@ def test_claims_become_subject_value_words():
     grid = 3
     text = ("There is a red circle in the top left. The center cell is empty. I count 2 circles. "
             "The blue bar is 7. 3 plus 4 is 8. So the answer is 2.\nAnswer: 2")
-    canon = fmt.canonical_response(text, grid)
+    canon = judge_format.canonical_response(text, grid)
     assert canon.words == ["topleft", "redcircle", "center", "none", "countanycircle", "two", "barblue", "seven",
                            "three", "plus", "four", "is", "eight", "so", "two", "answer", "two"]
     # each claim's target sits on its last word; the answer word is the last one
@@ -29,17 +29,17 @@ def test_claims_become_subject_value_words():
     assert owners == {1: 0, 3: 1, 5: 2, 7: 3, 12: 4}
     assert canon.answer_word == len(canon.words) - 1
     # with reference support, each scene claim is followed by the description's value for its subject
-    ref = fmt.canonical_response(text, grid, reference={"topleft": "bluecircle", "countanycircle": "two"})
+    ref = judge_format.canonical_response(text, grid, reference={"topleft": "bluecircle", "countanycircle": "two"})
     assert ref.words[:9] == ["topleft", "redcircle", "bluecircle", "center", "none", "unk",
                              "countanycircle", "two", "two"]
     assert {i: o for i, o in enumerate(ref.claim_of_word) if o >= 0}[2] == 0
 
 
 def test_unparseable_text_never_raises():
-    canon = fmt.canonical_response("blah blah ??? no answer here", 3)
+    canon = judge_format.canonical_response("blah blah ??? no answer here", 3)
     assert canon.words[-2:] == ["answer", "none"]
-    assert fmt.OTHER in canon.words
-    assert fmt.canonical_response("", 3).words == ["answer", "none"]
+    assert judge_format.OTHER in canon.words
+    assert judge_format.canonical_response("", 3).words == ["answer", "none"]
 
 
 def test_true_claims_appear_verbatim_in_the_description(recipe):
@@ -48,18 +48,18 @@ def test_true_claims_appear_verbatim_in_the_description(recipe):
     rng = random.Random(0)
     checked = 0
     for s in judge_samples(recipe, 60, "fmt-test"):
-        facts = fmt.description_facts(s["scene"])
+        facts = judge_format.description_facts(s["scene"])
         ref = dict(facts)
-        grid = fmt.sample_grid(s)
+        grid = judge_format.sample_grid(s)
         for kind in ("teacher", *oracle.CORRUPTIONS):
             text = oracle.teacher_rap(s, rng) if kind == "teacher" else oracle.corrupt_rap(
                 s, oracle.teacher_rap(s, rng), kind, rng)
             for claim in oracle.assess(s, text).claims:
-                fact = fmt.claim_fact(claim, grid)
+                fact = judge_format.claim_fact(claim, grid)
                 if fact is None:
                     continue  # scene-independent arithmetic: checked compositionally
                 assert (fact in facts) == claim.true, (claim, fact)
-                words = fmt.claim_words(claim, grid, ref)
+                words = judge_format.claim_words(claim, grid, ref)
                 assert (words[1] == words[2]) == claim.true
                 checked += 1
     assert checked > 200
@@ -67,32 +67,32 @@ def test_true_claims_appear_verbatim_in_the_description(recipe):
 
 def test_every_produced_word_is_in_the_vocabulary(recipe):
     sh = recipe.data.shapes
-    vocab = set(fmt.fact_vocabulary(sh.colors, sh.shapes, sh.grid, sh.max_value, sh.max_objects))
+    vocab = set(judge_format.fact_vocabulary(sh.colors, sh.shapes, sh.grid, sh.max_value, sh.max_objects))
     rng = random.Random(1)
     for s in judge_samples(recipe, 80, "fmt-vocab"):
         rap = oracle.teacher_rap(s, rng)
         texts = [rap] + [oracle.corrupt_rap(s, rap, k, rng) for k in oracle.CORRUPTIONS]
-        ji = [fmt.judge_input(s, t, texts[0], "facts") for t in texts]
+        ji = [judge_format.judge_input(s, t, texts[0], "facts") for t in texts]
         words = {w for j in ji for f in (j.description, j.question, j.response_a) for w in f.split()}
         assert words <= vocab, words - vocab
 
 
 def test_prompt_puts_the_shared_part_first_and_checks_fields(recipe):
     s = judge_samples(recipe, 1, "fmt-prompt")[0]
-    ji = fmt.judge_input(s, "The answer is red.\nAnswer: red", "Answer: blue", "facts")
-    prompt, spans = fmt.field_spans(recipe.rscorer.prompt_template, ji)
-    assert prompt == fmt.render_prompt(recipe.rscorer.prompt_template, ji)
+    ji = judge_format.judge_input(s, "The answer is red.\nAnswer: red", "Answer: blue", "facts")
+    prompt, spans = judge_format.field_spans(recipe.rscorer.prompt_template, ji)
+    assert prompt == judge_format.render_prompt(recipe.rscorer.prompt_template, ji)
     assert spans["description"][1] <= spans["question"][0] <= spans["response_a"][0] < spans["response_b"][0]
     assert prompt[slice(*spans["response_b"])] == ji.response_b
     assert prompt.endswith("Verdict:")
     with pytest.raises(ValueError, match="response_b"):
-        fmt.render_prompt("{description} {question} {response_a}", ji)
+        judge_format.render_prompt("{description} {question} {response_a}", ji)
 
 
 def test_text_format_passes_fields_verbatim():
     s = {"id": "x", "question": "What is shown?", "description": "A cat on a mat."}
-    ji = fmt.judge_input(s, " It is a cat.\nAnswer: cat ", "Answer: dog", "text")
+    ji = judge_format.judge_input(s, " It is a cat.\nAnswer: cat ", "Answer: dog", "text")
     assert (ji.description, ji.question, ji.response_a) == ("A cat on a mat.", "What is shown?",
                                                              "It is a cat.\nAnswer: cat")
     with pytest.raises(ValueError, match="input_format 'text'"):
-        fmt.judge_input(s, "a", "b", "facts")
+        judge_format.judge_input(s, "a", "b", "facts")

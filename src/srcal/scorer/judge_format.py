@@ -60,10 +60,10 @@ def number_word(n: int) -> str:
 def cell_word(row: int, col: int, grid: int) -> str:
     """One word for a grid cell: the world's position name without spaces (``topleft``, ``center``), or
     ``rowbcolc`` style (letters, not digits) for grids larger than 3."""
-    from srcal.data import shapes as W
+    from srcal.data import shapes as world
 
     if grid <= 3:
-        return W.position_name(row, col, grid).replace(" ", "")
+        return world.position_name(row, col, grid).replace(" ", "")
     return f"row{chr(97 + row)}col{chr(97 + col)}"
 
 
@@ -86,14 +86,14 @@ class Canonical:
 # ---------------------------------------------------------------------------------------------------
 def _answer_word(answer: str | None, grid: int) -> str:
     """The answer as one word: colour/shape/yes/no as is, numbers spelled, positions joined."""
-    from srcal.data import shapes as W
+    from srcal.data import shapes as world
 
     if answer is None:
         return "none"
     norm = normalize_answer(answer)
     if re.fullmatch(r"\d+", norm):
         return number_word(int(norm))
-    idx = W.position_index(norm, grid)
+    idx = world.position_index(norm, grid)
     if idx is not None:
         return cell_word(*idx, grid)
     if re.fullmatch(r"[a-z]+", norm):
@@ -108,11 +108,11 @@ def claim_fact(claim, grid: int) -> tuple[str, str] | None:
     ``barcount``, ``tallest`` / ``shortest``, a bar pair (``redvsblue``). Values: ``redcircle`` / ``none``
     for a cell, a spelled number, a colour, ``taller`` / ``shorter``.
     """
-    from srcal.data import shapes as W
+    from srcal.data import shapes as world
 
     a, k = claim.args, claim.kind
     if k in ("obj", "empty"):
-        idx = W.position_index(a["pos"], grid)
+        idx = world.position_index(a["pos"], grid)
         return (cell_word(*idx, grid) if idx else UNKNOWN, "none" if k == "empty" else a["color"] + a["shape"])
     if k == "count":
         return (f"count{a['color'] or 'any'}{a['shape'] or 'shape'}", number_word(a["n"]))
@@ -323,7 +323,7 @@ def field_spans(template: str, ji: JudgeInput) -> tuple[str, dict[str, tuple[int
 def fact_vocabulary(colors: Iterable[str], shapes_: Iterable[str], grid: int, max_value: int,
                     max_objects: int) -> list[str]:
     """Every word the fact language can produce for a world of this configuration."""
-    from srcal.data import shapes as W
+    from srcal.data import shapes as world
 
     colors, shapes_ = list(colors), list(shapes_)
     top = min(len(NUMBER_WORDS) - 1, max(2 * max_value + 1, grid * grid, max_objects + 1))
@@ -334,5 +334,5 @@ def fact_vocabulary(colors: Iterable[str], shapes_: Iterable[str], grid: int, ma
     words |= {co + s for co in colors for s in shapes_}
     words |= {f"count{co}{s}" for co in ["any", *colors] for s in ["shape", *shapes_]}
     words |= {f"bar{co}" for co in colors} | {f"{a}vs{b}" for a in colors for b in colors if a != b}
-    words |= {"q" + t.replace("_", "") for t in W.QUESTION_TEMPLATES}
+    words |= {"q" + t.replace("_", "") for t in world.QUESTION_TEMPLATES}
     return sorted(words)
