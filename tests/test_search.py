@@ -328,12 +328,13 @@ def rap_llava(tmp_path_factory):
     torch.set_num_threads(2)
     from srcal.config import ShapesWorldConfig
     from srcal.data import oracle, shapes
+    from srcal.data.corpus import corpus
     from srcal.models import tiny
     from srcal.models.loading import load_lvlm, plain_question_messages
 
     cfg = ShapesWorldConfig()
     root = tmp_path_factory.mktemp("rap-llava")
-    tok = tiny.train_tokenizer(shapes.corpus(cfg, 60, 0), 500)
+    tok = tiny.train_tokenizer(corpus(cfg, 60, 0), 500)
     model_dir = tiny.build_llava(tok, root / "model", image_size=32, patch_size=8, vision_hidden=32,
                                  text_hidden=64, text_heads=1, max_positions=512, seed=0)
     model, proc = load_lvlm(model_dir)

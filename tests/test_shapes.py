@@ -9,8 +9,8 @@ import pytest
 
 from srcal.config import ShapesWorldConfig
 from srcal.data import shapes
+from srcal.data.corpus import corpus
 from srcal.data.shapes import (
-    corpus,
     describe_scene,
     generate_samples,
     png_bytes,

@@ -83,12 +83,12 @@ def run_base(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
 
 def build_tiny_from_recipe(recipe, out: Path) -> Path:
     """The untrained tiny LVLM of ``recipe.model.family``, tokenizer trained on shapes-world text."""
-    from srcal.data import shapes
+    from srcal.data.corpus import corpus as world_corpus
     from srcal.models.capabilities import CAPABILITIES, tiny_family
     from srcal.models.tiny import build_tiny_lvlm
 
     t = recipe.model.tiny
-    corpus = shapes.corpus(recipe.data.shapes, t.corpus_samples, seed=recipe.seed)
+    corpus = world_corpus(recipe.data.shapes, t.corpus_samples, seed=recipe.seed)
     sizes = {"vision_hidden": t.vision_hidden, "vision_layers": t.vision_layers, "vision_heads": t.vision_heads,
              "text_hidden": t.text_hidden, "text_layers": t.text_layers, "text_heads": t.text_heads,
              "text_intermediate": t.text_intermediate or None}
