@@ -248,7 +248,7 @@ def test_vision_batch_pads_anyres_tiles_and_concatenates_flat_patches():
     tile zero; Qwen-style flat patches (n_i, D) with n = 6 and 4 -> (10, D), nothing padded."""
     from types import SimpleNamespace
 
-    from srcal.engines.hf import HFEngine, HFPrompt
+    from srcal.search.engines.hf import HFEngine, HFPrompt
 
     eng = HFEngine.__new__(HFEngine)
     eng.device, eng.model = "cpu", SimpleNamespace(dtype=torch.float32)

@@ -183,9 +183,9 @@ def test_hf_search_over_mixed_aspect_ratios(release, data_dir):
     batched generate over their rows used to fail in torch.cat ('Expected size 5 but got size 4')."""
     from PIL import Image
 
-    from srcal.engines.hf import HFEngine
+    from srcal.search.engines.hf import HFEngine
     from srcal.models.loading import load_lvlm
-    from srcal.search import SearchParams, beam_search
+    from srcal.search.beam import SearchParams, beam_search
 
     model, proc = load_lvlm(shrunk_model(release))
     engine = HFEngine(model, proc, delimiters=[".", "?", "!", "\n"], max_sentence_tokens=6)

@@ -14,29 +14,39 @@ from pathlib import Path
 
 import pytest
 
-from srcal.search import (
-    END_CUT,
-    END_DELIMITER,
-    END_EOS,
-    Beam,
+from srcal.search.beam import Beam, SearchParams, Sentence, beam_search, dedupe, keep
+from srcal.search.candidates import (
+
     CandidateWriter,
-    SearchParams,
-    Sentence,
-    beam_search,
-    build_token_table,
-    dedupe,
-    diversity_report,
-    expansion_seed,
-    find_sentence_end,
-    is_correct,
-    keep,
+
     parse_round,
+
     parse_shard,
+
     round_seed,
+
     round_slice,
-    run_search_merge,
+
     shard_slice,
+
 )
+from srcal.search.diversity import diversity_report, is_correct
+from srcal.search.sentences import (
+
+    END_CUT,
+
+    END_DELIMITER,
+
+    END_EOS,
+
+    build_token_table,
+
+    expansion_seed,
+
+    find_sentence_end,
+
+)
+from srcal.search.stage import run_search_merge
 
 # -- the sentence-end rule ------------------------------------------------------------------------------
 
@@ -369,7 +379,7 @@ def rap_llava(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llava_engines(rap_llava):
-    from srcal.engines.hf import HFEngine
+    from srcal.search.engines.hf import HFEngine
     from srcal.models.loading import load_lvlm
 
     model, proc = load_lvlm(rap_llava[0])
@@ -484,7 +494,7 @@ def _texts(path: Path) -> list[tuple[str, str]]:
 
 
 def test_stage_rejects_bad_input_and_resumes_without_duplicates(rap_llava, search_data, tmp_path):
-    from srcal.search import run_search
+    from srcal.search.stage import run_search
 
     inputs = {"base": rap_llava[0], "data": search_data}
     out = tmp_path / "out"
@@ -512,7 +522,7 @@ def test_stage_rejects_bad_input_and_resumes_without_duplicates(rap_llava, searc
 def test_stage_searches_only_its_rounds_slice_with_its_seed(rap_llava, search_data, tmp_path):
     """search_data has 6 rows (4 good, a bad image at 2, a too-long question at 5); a 3-round recipe's
     round 2 searches rows 1 and 4 only (both good), with round_seed(0, 2), and says so in its summary."""
-    from srcal.search import run_search
+    from srcal.search.stage import run_search
 
     rows = [json.loads(x) for x in (search_data / "calib.jsonl").read_text().splitlines()]
     inputs = {"base": rap_llava[0], "data": search_data}
@@ -524,7 +534,7 @@ def test_stage_searches_only_its_rounds_slice_with_its_seed(rap_llava, search_da
 
 
 def test_shards_merge_to_the_unsharded_result(rap_llava, search_data, tmp_path):
-    from srcal.search import run_search
+    from srcal.search.stage import run_search
 
     inputs = {"base": rap_llava[0], "data": search_data}
     run_search(_recipe(), inputs, tmp_path / "all")
@@ -610,8 +620,8 @@ def test_vllm_engine_searches_with_a_lora_on_real_vllm(rap_text_worker, rap_text
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from srcal.engines.vllm import VLLMEngine
-    from srcal.search import Expansion
+    from srcal.search.engines.vllm import VLLMEngine
+    from srcal.search.beam import Expansion
 
     model_dir, lora_dir = rap_text_policy
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -653,7 +663,7 @@ def test_stage_restarts_a_dead_engine_and_continues_after_the_last_completed_sam
         rap_llava, search_data, tmp_path, monkeypatch):
     """The engine dies (as the vLLM worker does past its own restarts: WorkerError) in the second batch:
     the stage builds a fresh engine, redoes only unfinished samples, and the result equals a clean run."""
-    from srcal import search
+    from srcal.search import stage as search
     from srcal.serve.vllm_worker import WorkerError
 
     inputs = {"base": rap_llava[0], "data": search_data}
@@ -689,7 +699,7 @@ def test_seeded_sampler_min_p_and_top_p_cut_the_tail_and_seeds_reproduce():
 
     import torch
 
-    from srcal.engines.hf import _SeededSampler
+    from srcal.search.engines.hf import _SeededSampler
 
     scores = torch.log(torch.tensor([[0.5, 0.3, 0.02, 0.18]])).repeat(400, 1)
     seeds = list(range(400))

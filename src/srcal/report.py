@@ -122,7 +122,7 @@ def collect(recipe, inputs: dict[str, Path]) -> dict[str, Any]:
         s = _read_json(Path(path) / "summary.json") or {}
         t = (s.get("timings_s") or {}).get("total")
         if t is not None:
-            # a merged search (search.shards > 1): its shards' time plus the merge's (srcal.search.shard_timings)
+            # a merged search (search.shards > 1): its shards' time plus the merge's (srcal.search.stage.shard_timings)
             timings[key] = round(float(t) + float((s.get("timings_s") or {}).get("shards_sum") or 0.0), 1)
     timings["total"] = round(sum(timings.values()), 1)
     return {"rounds": rounds, "predictions": predictions, "heldout": heldout, "curation": curation,

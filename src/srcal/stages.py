@@ -40,8 +40,8 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "rft": ("srcal.rationale:run_rft", ("seed", "model", "teacher", "rft", "rap_answer_prefix", "device")),
     "eval": ("srcal.evaluate:run_eval", ("seed", "model", "eval", "rap_answer_prefix", "device")),
     # rounds: with search.fresh_per_round, round k's calibration slice depends on how many rounds share it
-    "search": ("srcal.search:run_search", ("seed", "rounds", "model", "search", "rap_answer_prefix", "device")),
-    "search-merge": ("srcal.search:run_search_merge", ()),
+    "search": ("srcal.search.stage:run_search", ("seed", "rounds", "model", "search", "rap_answer_prefix", "device")),
+    "search-merge": ("srcal.search.stage:run_search_merge", ()),
     "rscorer-data": ("srcal.scorer.data:run_rscorer_data", ("seed", "data", "labeller", "rscorer", "teacher",
                                                             "rap_answer_prefix")),
     "rscorer-train": ("srcal.scorer.train:run_rscorer_train", ("seed", "data", "rscorer", "rap_answer_prefix")),

@@ -18,7 +18,7 @@ from typing import Any
 
 # name -> "module:function". Add yours with a one-line edit.
 BENCHMARKS: dict[str, str] = {
-    "search": "srcal.search:bench_search",
+    "search": "srcal.bench.search:bench_search",
     "score": "srcal.scorer.score:bench_score",
 }
 

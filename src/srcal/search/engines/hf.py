@@ -3,7 +3,7 @@
 Why it is fast (against the naive port of research code, e.g. LLaVA-CoT's one ``generate`` per
 candidate, notes §4): all rows (samples × beams × K) are left-padded into one batch, so the per-call
 overhead and the weight reads of each decode step are shared; rows stop independently at their sentence
-end (a vectorised stopping criterion over :class:`srcal.search.TokenTable`), and the call ends when the
+end (a vectorised stopping criterion over :class:`srcal.search.sentences.TokenTable`), and the call ends when the
 slowest row does. For LLaVA, the image features are computed once per sample in :meth:`prepare` and
 scattered into ``inputs_embeds`` for every row and step, instead of running the vision tower per row.
 
@@ -22,14 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from srcal.search import (
-    Expansion,
-    Sentence,
-    build_token_table,
-    expansion_seed,
-    find_sentence_end,
-    token_texts,
-)
+from srcal.search.beam import Expansion, Sentence
+from srcal.search.sentences import build_token_table, expansion_seed, find_sentence_end, token_texts
 
 
 @dataclass
@@ -92,7 +86,7 @@ class _SeededSampler:
 
 class _SentenceEnd:
     """StoppingCriteria: per row, True once the generated tokens contain a sentence end (vectorised
-    form of :func:`srcal.search.find_sentence_end`, which then decides exactly where to cut)."""
+    form of :func:`srcal.search.sentences.find_sentence_end`, which then decides exactly where to cut)."""
 
     def __init__(self, flags: dict[str, Any]):
         self.f = flags

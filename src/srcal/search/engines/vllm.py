@@ -9,7 +9,7 @@ image). What it does per the notes (§3.3, §4):
 * one request per beam with ``n = K`` (the prefix is prefilled once and forked K ways) and a **distinct
   seed per (sample, step, beam)** (one seed shared across requests gives identical samples, §0.9);
 * stop strings ``". "``/``".\\n"`` … (a bare ``"."`` would split ``3.5``), then the shared
-  :func:`srcal.search.find_sentence_end` cuts at exactly the same token as the HF engine would;
+  :func:`srcal.search.sentences.find_sentence_end` cuts at exactly the same token as the HF engine would;
 * the round's LoRA adapter as a ``LoRARequest`` (the worker gives each adapter path its own int id, so a
   new round's adapter is never served from a stale cache); earlier rounds' adapters are merged into the
   served base once per round (vLLM applies one LoRA per request);
@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from srcal.search import Expansion, Sentence, build_token_table, find_sentence_end, token_texts
+from srcal.search.beam import Expansion, Sentence
+from srcal.search.sentences import build_token_table, find_sentence_end, token_texts
 
-log = logging.getLogger("srcal.engines.vllm")
+log = logging.getLogger("srcal.search.engines.vllm")
 
 
 @dataclass
@@ -169,7 +170,7 @@ class VLLMEngine:
 
 
 def _continuation(tok, ids: list[int]) -> str:
-    from srcal.engines.hf import decode_continuation
+    from srcal.search.engines.hf import decode_continuation
 
     anchor = tok("a", add_special_tokens=False)["input_ids"][-1]
     base = tok.decode([anchor], skip_special_tokens=False, clean_up_tokenization_spaces=False)
