@@ -19,7 +19,7 @@ from typing import Any
 # name -> "module:function". Add yours with a one-line edit.
 BENCHMARKS: dict[str, str] = {
     "search": "srcal.bench.search:bench_search",
-    "score": "srcal.scorer.score:bench_score",
+    "score": "srcal.bench.score:bench_score",
 }
 
 
