@@ -2,7 +2,7 @@
 
 Every component is ``@dsl.component(base_image=<project image>, install_kfp_package=False)``: the
 project and kfp 2.17 are already in the image (``images/Dockerfile.train``), so no pip runs at pod
-start. The body imports srcal and calls :func:`srcal.pipeline.run_stage` with the artifacts' local
+start. The body imports srcal and calls :func:`srcal.kubeflow.steps.run_stage` with the artifacts' local
 ``.path`` (the KFP launcher downloads inputs from, and uploads outputs to, the S3 ``pipeline_root``).
 No stage logic lives here: it is all in ``srcal``, where ``srcal run`` calls the same functions.
 

@@ -11,9 +11,9 @@ def base_op(recipe: str, overrides: str, accelerator_type: str, gpus: int, base_
             data: Input[Dataset], base: Output[Model], summary: Output[Dataset]):
     """Run the ``base`` stage; a non-empty ``base_model_uri`` overrides the recipe's ``model.base``.
     ``summary`` is a small extract (summary.json) for the report."""
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
     extra = [f"model.base={base_model_uri}"] if base_model_uri else []
-    pipeline.run_stage("base", recipe, overrides, {"data": data.path}, base.path, extra_overrides=extra,
-                       gpus=gpus, accelerator_type=accelerator_type)
-    pipeline.extract_files(base.path, summary.path, ["summary.json"])
+    steps.run_stage("base", recipe, overrides, {"data": data.path}, base.path, extra_overrides=extra,
+                    gpus=gpus, accelerator_type=accelerator_type)
+    steps.extract_files(base.path, summary.path, ["summary.json"])

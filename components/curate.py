@@ -10,7 +10,7 @@ from components import TRAIN_IMAGE
 def curate_op(recipe: str, overrides: str, judgments: Input[Dataset], candidates: Input[Dataset],
               data: Input[Dataset], pairs: Output[Dataset]):
     """Run the ``curate`` stage."""
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
-    pipeline.run_stage("curate", recipe, overrides,
-                       {"judgments": judgments.path, "candidates": candidates.path, "data": data.path}, pairs.path)
+    steps.run_stage("curate", recipe, overrides,
+                    {"judgments": judgments.path, "candidates": candidates.path, "data": data.path}, pairs.path)

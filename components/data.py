@@ -14,10 +14,10 @@ def data_op(recipe: str, overrides: str, data_uri: str, data: Output[Dataset], s
     across scheduled runs; it must be a complete srcal artifact (completion marker present). ``summary``
     is a small extract (summary.json) for the report, so it does not download the images.
     """
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
     if data_uri:
-        pipeline.import_artifact(data_uri, data.path)
+        steps.import_artifact(data_uri, data.path)
     else:
-        pipeline.run_stage("data", recipe, overrides, {}, data.path)
-    pipeline.extract_files(data.path, summary.path, ["summary.json"])
+        steps.run_stage("data", recipe, overrides, {}, data.path)
+    steps.extract_files(data.path, summary.path, ["summary.json"])

@@ -12,8 +12,8 @@ def eval_op(recipe: str, overrides: str, step: str, accelerator_type: str, gpus:
             data: Input[Dataset], evaluation: Output[Dataset], metrics: Output[Metrics]):
     """Run plan step ``step`` (``eval/base``, ``eval/rft``, ``eval/round1``…: the ``eval`` stage); numeric
     metrics also go to the KFP Metrics artifact so the UI shows them and *Compare runs* can plot them."""
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
-    pipeline.run_step(step, recipe, overrides, {"model": model.path, "base": base.path, "data": data.path},
-                      evaluation.path, gpus=gpus, accelerator_type=accelerator_type)
-    pipeline.log_metrics(metrics, evaluation.path, "metrics.json")
+    steps.run_step(step, recipe, overrides, {"model": model.path, "base": base.path, "data": data.path},
+                   evaluation.path, gpus=gpus, accelerator_type=accelerator_type)
+    steps.log_metrics(metrics, evaluation.path, "metrics.json")

@@ -26,7 +26,7 @@ def report_op(recipe: str, overrides: str, judge: Input[Dataset], eval_base: Inp
     Models and images are deliberately not inputs (the launcher downloads every input in full): ``judge``
     is the judge's held-out metrics, ``roundK_align``, ``data``, ``base`` and ``rft`` are summary extracts.
     """
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
     parts = {"judge": judge, "eval_base": eval_base, "eval_rft": eval_rft,
              "eval_round1": eval_round1, "round1_search": round1_search, "round1_score": round1_score,
@@ -37,7 +37,7 @@ def report_op(recipe: str, overrides: str, judge: Input[Dataset], eval_base: Inp
              "round3_curate": round3_curate, "round3_align": round3_align, "data": data, "base": base, "rft": rft,
              "rscorer_search": rscorer_search, "rscorer_data": rscorer_data}
     parts = {name: art.path for name, art in parts.items() if art is not None}
-    pipeline.run_report(recipe, overrides, parts, report.path, html.path, markdown.path, metrics)
+    steps.run_report(recipe, overrides, parts, report.path, html.path, markdown.path, metrics)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -45,7 +45,7 @@ def export_op(s3_prefix: str, run_id: str, report: Input[Dataset], policy: Input
     """Publish the report, the final policy and the judge's held-out metrics under
     ``<s3_prefix>/<run id>/`` (with completion markers), a stable address for consumers outside KFP
     (model registry, serving, dashboards). Skipped when ``s3_prefix`` is empty."""
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
-    pipeline.export_run(s3_prefix, run_id, {"report": report.path, "policy": policy.path,
-                                            "judge-eval": judge_eval.path})
+    steps.export_run(s3_prefix, run_id, {"report": report.path, "policy": policy.path,
+                                         "judge-eval": judge_eval.path})

@@ -13,9 +13,9 @@ def rft_op(recipe: str, overrides: str, accelerator_type: str, gpus: int, num_no
     """Run the ``rft`` stage: in this pod (accelerate across its GPUs when ``rft.world_size`` > 1), or
     as a Kubeflow Trainer TrainJob over ``num_nodes`` nodes running the same ``srcal stage`` command.
     ``summary`` is a small extract (summary.json) for the report, so it does not download the adapter."""
-    from srcal import pipeline, trainjob
+    from srcal.kubeflow import steps, trainjob
 
     trainjob.run_training_stage("rft", recipe, overrides, {"base": base, "data": data}, rft,
                                 num_nodes=num_nodes, s3_secret=s3_secret, gpus=gpus,
                                 accelerator_type=accelerator_type)
-    pipeline.extract_files(rft.path, summary.path, ["summary.json"])
+    steps.extract_files(rft.path, summary.path, ["summary.json"])

@@ -11,7 +11,7 @@ from components import TRAIN_IMAGE
 def rscorer_data_op(recipe: str, overrides: str, data: Input[Dataset], base: Input[Model], rft: Input[Model],
                     candidates: Input[Dataset], rscorer_data: Output[Dataset]):
     """Run the ``rscorer-data`` stage on the RFT policy's candidates (``candidates``)."""
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
-    pipeline.run_stage("rscorer-data", recipe, overrides, {"data": data.path, "base": base.path, "rft": rft.path,
-                                                           "candidates": candidates.path}, rscorer_data.path)
+    steps.run_stage("rscorer-data", recipe, overrides, {"data": data.path, "base": base.path, "rft": rft.path,
+                                                        "candidates": candidates.path}, rscorer_data.path)

@@ -17,7 +17,7 @@ def rscorer_serve_op(judge_serving: str, run_id: str, judge: Input[Model], runti
                      accelerator_type: str, gpus: int, node_selector: dict, tolerations: list,
                      ready_timeout_s: int) -> str:
     """Create the judge endpoint (or nothing, in-step mode) and return its OpenAI base URL."""
-    from srcal import kserve
+    from srcal.kubeflow import kserve
 
     return kserve.serve_judge(judge_serving, kserve.isvc_name(run_id), judge.uri, runtime=runtime,
                               service_account=service_account, accelerator_type=accelerator_type, gpus=gpus,
@@ -28,7 +28,7 @@ def rscorer_serve_op(judge_serving: str, run_id: str, judge: Input[Model], runti
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def rscorer_teardown_op(judge_serving: str, run_id: str, status: dsl.PipelineTaskFinalStatus):
     """Delete the judge InferenceService of this run (exit handler: runs even when a round failed)."""
-    from srcal import kserve
+    from srcal.kubeflow import kserve
 
     print(f"pipeline finished with state {status.state}; tearing down the judge endpoint ({judge_serving})")
     kserve.teardown_judge(judge_serving, kserve.isvc_name(run_id))

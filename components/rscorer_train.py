@@ -12,9 +12,9 @@ def rscorer_train_op(recipe: str, overrides: str, accelerator_type: str, gpus: i
                      judge_eval: Output[Dataset], metrics: Output[Metrics]):
     """Run the ``rscorer-train`` stage. ``judge_eval`` is a small extract (held-out metrics and
     summary) for the report and the export, so neither downloads the judge weights."""
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
-    pipeline.run_stage("rscorer-train", recipe, overrides, {"rscorer_data": rscorer_data.path}, judge.path,
-                       gpus=gpus, accelerator_type=accelerator_type)
-    pipeline.extract_files(judge.path, judge_eval.path, ["heldout_metrics.json", "summary.json"])
-    pipeline.log_metrics(metrics, judge.path, "heldout_metrics.json")
+    steps.run_stage("rscorer-train", recipe, overrides, {"rscorer_data": rscorer_data.path}, judge.path,
+                    gpus=gpus, accelerator_type=accelerator_type)
+    steps.extract_files(judge.path, judge_eval.path, ["heldout_metrics.json", "summary.json"])
+    steps.log_metrics(metrics, judge.path, "heldout_metrics.json")

@@ -12,8 +12,8 @@ def score_op(recipe: str, overrides: str, judge_serving: str, judge_url: str, ac
     """Run the ``score`` stage against the KServe judge at ``judge_url``, or, in-step, with the judge
     loaded in this step (``in-step``) or served by a vLLM process in this step (``in-step-vllm``).
     Runs in the vLLM image, which holds all three: the HTTP client, transformers and vLLM."""
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
-    pipeline.run_score_step(recipe, overrides, judge_serving, judge_url,
-                            {"candidates": candidates.path, "judge": judge.path, "data": data.path}, judgments.path,
-                            gpus=gpus, accelerator_type=accelerator_type)
+    steps.run_score_step(recipe, overrides, judge_serving, judge_url,
+                         {"candidates": candidates.path, "judge": judge.path, "data": data.path}, judgments.path,
+                         gpus=gpus, accelerator_type=accelerator_type)

@@ -22,17 +22,17 @@ def search_op(recipe: str, overrides: str, step: str, accelerator_type: str, gpu
               base: Input[Model], data: Input[Dataset], candidates: Output[Dataset]):
     """Run shard ``shard``/``shards`` of plan step ``step`` (``round<k>/search``: calibration split, round
     k's policy; ``rscorer/search``: the rft split, one shard) with the options the plan gives it."""
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
-    pipeline.run_step(step, recipe, overrides, {"policy": policy.path, "base": base.path, "data": data.path},
-                      candidates.path, shard=f"{shard}/{shards}", gpus=gpus, accelerator_type=accelerator_type)
+    steps.run_step(step, recipe, overrides, {"policy": policy.path, "base": base.path, "data": data.path},
+                   candidates.path, shard=f"{shard}/{shards}", gpus=gpus, accelerator_type=accelerator_type)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def search_merge_op(recipe: str, overrides: str, step: str, shards: Input[List[Dataset]],  # noqa: UP006
                     candidates: Output[Dataset]):
     """Run ``search-merge`` for plan step ``step`` over the shard outputs collected from the ParallelFor."""
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
     inputs = {f"shard{i}": a.path for i, a in enumerate(shards)}
-    pipeline.run_step(step, recipe, overrides, inputs, candidates.path)
+    steps.run_step(step, recipe, overrides, inputs, candidates.path)

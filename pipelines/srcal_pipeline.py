@@ -16,7 +16,7 @@ round failed)::
     report ─ export;  exit handler: rscorer-teardown
 
 Components get their plan step key and resolve its options from the run's recipe
-(``srcal.pipeline.run_step``), so options never diverge from ``srcal run``'s.
+(``srcal.kubeflow.steps.run_step``), so options never diverge from ``srcal run``'s.
 
 GPU steps (the plan's ``placement: gpu``: base, rft, eval, search, rscorer-train, align) get the accelerator type/count, the GPU
 node selector, the GPU tolerations and a memory-backed /dev/shm from pipeline parameters

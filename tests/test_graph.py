@@ -80,7 +80,7 @@ def test_expand_shards_and_step_options():
 
 def test_a_component_resolves_its_options_from_the_run_recipe():
     """Options are read at run time: a submit-time --set reaches a step compiled earlier."""
-    from srcal import pipeline as kp
+    from srcal.kubeflow import steps as kp
 
     stage, options = kp.step_options("rscorer/search", "llava-1.5-7b", '["rscorer.policy_samples=12"]', "0/1")
     assert stage == "search" and options["limit"] == "12" and options["split"] == "rft"
@@ -95,7 +95,7 @@ def _spec(recipe: str) -> dict:
     from google.protobuf import json_format
 
 
-    from srcal import pipeline_client as kpc
+    from srcal.kubeflow import client as kpc
 
     return json_format.MessageToDict(kpc.build_pipeline(recipe).pipeline_spec)
 
@@ -104,7 +104,7 @@ class Dag:
     """Tasks of a compiled pipeline by display name, with artifact inputs resolved to their producers."""
 
     def __init__(self, spec: dict):
-        from srcal import pipeline_client as kpc
+        from srcal.kubeflow import client as kpc
 
         self.spec = spec
         self.by_display: dict[str, dict] = {}

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from srcal import kserve
+from srcal.kubeflow import kserve
 from srcal.distributed import free_port
 from srcal.errors import ServeError
 from srcal.serve import servers

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from srcal import kserve
+from srcal.kubeflow import kserve
 from srcal.serve.servers import vllm_server_argv
-from srcal import pipeline_client as kp
+from srcal.kubeflow import client as kp
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -118,11 +118,11 @@ def test_rbac_allows_what_the_steps_do(docs):
     def allowed(group, resource, verb):
         return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
 
-    for verb in ("create", "get", "delete"):  # srcal.kserve.create / wait_ready / delete
+    for verb in ("create", "get", "delete"):  # srcal.kubeflow.kserve.create / wait_ready / delete
         assert allowed(kserve.GROUP, kserve.PLURAL, verb)
-    from srcal import trainjob
+    from srcal.kubeflow import trainjob
 
-    for verb in ("create", "get", "delete"):  # srcal.trainjob.submit_and_wait
+    for verb in ("create", "get", "delete"):  # srcal.kubeflow.trainjob.submit_and_wait
         assert allowed(trainjob.GROUP, trainjob.PLURAL, verb)
     assert not allowed("", "secrets", "get")  # nothing beyond what is needed
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from srcal import pipeline as kp
+from srcal.kubeflow import steps as kp
 
-from srcal import pipeline_client as kpc
+from srcal.kubeflow import client as kpc
 from http_utils import send_json
 
 ROOT = Path(__file__).resolve().parents[1]

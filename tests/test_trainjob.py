@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from srcal import trainjob
+from srcal.kubeflow import trainjob
 from srcal.cli import build_parser
 
 
@@ -105,10 +105,10 @@ def test_only_training_stages(tmp_path):
 
 
 def test_one_process_path_calls_the_stage_runner(monkeypatch, tmp_path):
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
     seen = {}
-    monkeypatch.setattr(pipeline, "run_stage", lambda *a, **kw: seen.update(args=a, kw=kw))
+    monkeypatch.setattr(steps, "run_stage", lambda *a, **kw: seen.update(args=a, kw=kw))
     art = lambda n: SimpleNamespace(path=str(tmp_path / n), uri=f"s3://b/{n}")
     trainjob.run_training_stage("align", "tiny", '["align.beta=0.3"]', {"pairs": art("p")}, art("o"), gpus=0,
                                 options={"round": "round1"})
@@ -119,12 +119,12 @@ def test_one_process_path_calls_the_stage_runner(monkeypatch, tmp_path):
 def test_multi_node_submits_one_rank_per_process(monkeypatch, tmp_path):
     """The TrainJob runs the same stage command with world_size=1 (torchrun already made each process a
     rank), reads S3 inputs, and the component imports the job's published output."""
-    from srcal import pipeline
+    from srcal.kubeflow import steps
 
     api = FakeTrainJobs("Complete", after=0)
     imported = {}
     monkeypatch.setenv("SRCAL_IMAGE", "ghcr.io/srcal/srcal-train:abc")
-    monkeypatch.setattr(pipeline, "import_artifact", lambda uri, dest: imported.update(uri=uri, dest=dest))
+    monkeypatch.setattr(steps, "import_artifact", lambda uri, dest: imported.update(uri=uri, dest=dest))
     art = lambda n: SimpleNamespace(path=str(tmp_path / n), uri=f"s3://b/run/{n}")
     trainjob.run_training_stage("rft", "tiny", '["rft.world_size=4"]', {"base": art("base"), "data": art("data")},
                                 art("rft"), num_nodes=2, gpus=4, s3_secret="srcal-s3", api=api)

@@ -130,7 +130,7 @@ def cmd_pipeline(args) -> int:
     """``srcal pipeline compile|submit|schedule``: every check runs before anything is uploaded."""
     import contextlib
 
-    from srcal import pipeline_client as kp
+    from srcal.kubeflow import client as kp
 
     try:
         if args.pipeline_command == "compile":
@@ -331,10 +331,10 @@ EXPECTED_ERRORS = frozenset({
     "srcal.data.schema.DataError",
     "srcal.errors.StageError",
     "srcal.store.StoreError",
-    "srcal.pipeline.PipelineError",
+    "srcal.kubeflow.steps.PipelineError",
     "srcal.models.loading.ModelArtifactError",
     "srcal.errors.ServeError",
-    "srcal.trainjob.TrainJobError",
+    "srcal.kubeflow.trainjob.TrainJobError",
     "srcal.serve.client.RequestFailed",
     "srcal.scorer.data.RScorerDataError",
     "srcal.models.capabilities.UnsupportedArchitecture",

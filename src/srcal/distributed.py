@@ -6,7 +6,7 @@ function as ``"module:function"``) into its scratch directory and starts
 ``python -m torch.distributed.run --nproc_per_node=N -m srcal.distributed <job>``; each worker (:func:`main`)
 rebuilds the recipe and calls the function (DDP, or DeepSpeed ZeRO when the recipe names a config). Rank 0
 writes ``_train_summary.json``, which the launching stage returns. Multi-node runs go through a Kubeflow
-Trainer job instead (``srcal.trainjob``), which runs the same stage command on every node.
+Trainer job instead (``srcal.kubeflow.trainjob``), which runs the same stage command on every node.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ with the same RFT policy; ``rscorer/search`` is a separate step, not round 1's s
 then limits), so a sharded run would take up to ``shards × limit`` samples.
 
 Options are resolved from the recipe the step runs with: a KFP component receives its step key and
-calls :func:`step_options` with the run's recipe (``srcal.pipeline.run_step``), so a submit-time
+calls :func:`step_options` with the run's recipe (``srcal.kubeflow.steps.run_step``), so a submit-time
 ``--set rscorer.policy_samples=…`` reaches the step although the DAG was compiled earlier.
 """
 
@@ -84,7 +84,7 @@ def task_name(key: str) -> str:
 
 
 # Report inputs that are read for their summary.json timings only; the pipeline hands it a small extract
-# of the producer where it has one (srcal.pipeline.extract_files), not the weights or the images.
+# of the producer where it has one (srcal.kubeflow.steps.extract_files), not the weights or the images.
 TIMING_ONLY = ("data", "base", "rft", "rscorer_search", "rscorer_data")
 
 

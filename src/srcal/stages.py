@@ -108,7 +108,7 @@ def execute(name: str, recipe: Recipe, inputs: dict[str, str], output: str, *,
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:
-        # One rank of a job whose every process runs this stage (a multi-node TrainJob: srcal.trainjob):
+        # One rank of a job whose every process runs this stage (a multi-node TrainJob: srcal.kubeflow.trainjob):
         # only global rank 0, which holds the saved model, publishes.
         log.info("stage %s: rank %s of a distributed job; rank 0 publishes", name, os.environ["RANK"])
         return summary

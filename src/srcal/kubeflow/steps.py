@@ -6,7 +6,7 @@ A component hands over its artifacts' local ``.path``; the stage publishes into 
 the completion marker is there when the KFP launcher uploads it to the S3 ``pipeline_root``, and the next
 step's ``execute`` accepts it as a finished input). This module sits *below* ``components/`` and
 ``pipelines/`` and imports neither (compiling and submitting, which sit above them, are
-:mod:`srcal.pipeline_client`). Light at import: kfp, kubernetes and boto3 are imported inside functions.
+:mod:`srcal.kubeflow.client`). Light at import: kfp, kubernetes and boto3 are imported inside functions.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("srcal.pipeline")
+log = logging.getLogger("srcal.kubeflow.steps")
 
 PACKAGE_NAME = "srcal_pipeline.yaml"
 
@@ -113,8 +113,8 @@ def check_gpus(gpus: int | None, accelerator_type: str = "nvidia.com/gpu") -> No
 
 def run_score_step(recipe: str, overrides: str, judge_serving: str, judge_url: str, inputs: dict[str, str],
                    output: str, *, gpus: int | None = None, accelerator_type: str = "nvidia.com/gpu") -> dict:
-    """The score step for each way of serving the judge (see :mod:`srcal.kserve`)."""
-    from srcal import kserve
+    """The score step for each way of serving the judge (see :mod:`srcal.kubeflow.kserve`)."""
+    from srcal.kubeflow import kserve
     from srcal.serve.servers import serve_judge_locally
 
     kw = {"gpus": gpus, "accelerator_type": accelerator_type}

@@ -3,7 +3,7 @@
 What the rft/align components call (:func:`run_training_stage`), two ways to run the *same*
 ``srcal stage`` command, no home-made launcher:
 
-* one node (``num_nodes == 1``): :func:`srcal.pipeline.run_stage` in the pod. With
+* one node (``num_nodes == 1``): :func:`srcal.kubeflow.steps.run_stage` in the pod. With
   ``<section>.world_size > 1`` the stage itself re-launches its training under ``torchrun`` across the
   pod's GPUs (DDP, or DeepSpeed ZeRO from ``<section>.deepspeed``): srcal.rationale / srcal.align.
 * several nodes (``num_nodes > 1``): a Kubeflow Trainer v2 ``TrainJob`` on the ``torch-distributed``
@@ -24,7 +24,7 @@ import os
 import time
 import uuid
 
-log = logging.getLogger("srcal.trainjob")
+log = logging.getLogger("srcal.kubeflow.trainjob")
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 SECTIONS = {"rft": "rft", "align": "align"}  # stage -> recipe section holding world_size
@@ -99,7 +99,7 @@ def submit_and_wait(manifest: dict, namespace: str, *, timeout_s: float = 48 * 3
     """Create the TrainJob and wait for Complete; Failed or a timeout raises with the job's conditions.
     The job is deleted on timeout or failure so no GPUs stay held by an orphan."""
     if api is None:
-        from srcal.kube import custom_objects_api
+        from srcal.kubeflow.kube import custom_objects_api
 
         api = custom_objects_api()
     name = manifest["metadata"]["name"]
@@ -124,14 +124,15 @@ def run_training_stage(stage: str, recipe: str, overrides: str, inputs: dict, ou
                        options: dict[str, str] | None = None,
                        runtime: str = "torch-distributed", api=None) -> None:
     """Run a training stage for a component; ``inputs`` and ``output`` are KFP artifacts (``.path``/``.uri``)."""
-    from srcal import pipeline, store
+    from srcal import store
+    from srcal.kubeflow import steps
 
     if stage not in SECTIONS:
         raise TrainJobError(f"stage {stage!r} is not a training stage; expected one of {sorted(SECTIONS)}")
-    section = getattr(pipeline.load_component_recipe(recipe, overrides), SECTIONS[stage])
+    section = getattr(steps.load_component_recipe(recipe, overrides), SECTIONS[stage])
     if num_nodes > 1:
         # each torchrun process of the job is one rank: the stage must not launch torchrun again
-        ovs = [*pipeline.parse_overrides(overrides), f"{SECTIONS[stage]}.world_size=1"]
+        ovs = [*steps.parse_overrides(overrides), f"{SECTIONS[stage]}.world_size=1"]
         staging = output.uri.rstrip("/") + "-trainjob"
         uris = {k: a.uri for k, a in inputs.items()}
         if not all(store.is_s3(u) for u in [*uris.values(), staging]):
@@ -139,14 +140,14 @@ def run_training_stage(stage: str, recipe: str, overrides: str, inputs: dict, ou
         image = os.environ.get("SRCAL_IMAGE", "")
         if not image:
             raise TrainJobError("SRCAL_IMAGE is not set in the step: cannot tell the TrainJob which image to run")
-        from srcal.kserve import current_namespace
+        from srcal.kubeflow.kserve import current_namespace
 
         manifest = trainjob_manifest(
             trainjob_name(stage), image=image, argv=stage_argv(stage, recipe, ovs, uris, staging, options),
             num_nodes=num_nodes, gpus_per_node=gpus or section.world_size, accelerator_type=accelerator_type,
             runtime=runtime, secret_env=s3_secret or None)
         submit_and_wait(manifest, current_namespace(), api=api)
-        pipeline.import_artifact(staging, output.path)
+        steps.import_artifact(staging, output.path)
     else:
-        pipeline.run_stage(stage, recipe, overrides, {k: a.path for k, a in inputs.items()}, output.path,
+        steps.run_stage(stage, recipe, overrides, {k: a.path for k, a in inputs.items()}, output.path,
                            options=options, gpus=gpus, accelerator_type=accelerator_type)

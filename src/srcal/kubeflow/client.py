@@ -1,5 +1,5 @@
 """``srcal pipeline compile|submit|schedule``: the Kubeflow client side, above ``components/`` and
-``pipelines/`` (it builds the pipeline from them; the components call :mod:`srcal.pipeline` in the image).
+``pipelines/`` (it builds the pipeline from them; the components call :mod:`srcal.kubeflow.steps` in the image).
 
 Every check that can fail (unknown recipe, a round count the compiled package does not have, a missing or
 malformed S3 secret name, a bad cron, an unreachable host) runs before anything is uploaded, and raises
@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from srcal.pipeline import PACKAGE_NAME, PipelineError
+from srcal.kubeflow.steps import PACKAGE_NAME, PipelineError
 
 
 # ========================================================================================= compile

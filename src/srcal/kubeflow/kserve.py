@@ -26,7 +26,7 @@ from pathlib import Path
 
 from srcal.errors import ServeError
 
-log = logging.getLogger("srcal.kserve")
+log = logging.getLogger("srcal.kubeflow.kserve")
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MODES = ("kserve", "in-step", "in-step-vllm")
@@ -84,7 +84,7 @@ def isvc_manifest(name: str, storage_uri: str, *, runtime: str = "srcal-vllm",
 
 
 def _api():
-    from srcal.kube import custom_objects_api
+    from srcal.kubeflow.kube import custom_objects_api
 
     return custom_objects_api()
 
