@@ -303,7 +303,7 @@ def test_rft_resumes_after_interruption(base_dirs, data_dir, tmp_path):
 @pytest.mark.parametrize("deepspeed", ["", "configs/deepspeed/zero2.json"])
 def test_rft_two_processes_on_cpu(deepspeed, base_dirs, data_dir, tmp_path):
     """The multi-GPU path, smoke-tested with 2 CPU processes (torchrun + gloo; DeepSpeed's CPU accelerator).
-    The first ZeRO run JIT-compiles DeepSpeed's shm op (~2.5 min, notes/environment.md §8)."""
+    The first ZeRO run JIT-compiles DeepSpeed's shm op (~2.5 min)."""
     from srcal.models.loading import read_meta
     from srcal.rationale import run_rft
 

@@ -199,6 +199,41 @@ def test_hf_search_over_mixed_aspect_ratios(release, data_dir):
     assert all(c.sentences and all(s.token_ids for s in c.sentences) for b in beams for c in b)
 
 
+@pytest.mark.vllm
+def test_vllm_search_on_the_real_llava15_with_its_rft_adapter(data_dir, tmp_path, monkeypatch):
+    """The search stage with ``search.engine=vllm`` (the real recipes' default) on the shrunken LLaVA-1.5
+    and a LoRA RFT adapter, mixed image sizes. transformers saves the CLIP tower under names vLLM 0.32
+    cannot load, so the engine serves a renamed copy (``prepare_model_for_vllm``) — without it the worker
+    fails at load. Needs the multimodal vLLM environment (vLLM's LLaVA imports torchvision):
+    ``bash scripts/install_vllm_cpu.sh --multimodal`` (about 10 min and 7 GB from nothing, so CI does not build
+    it; docs/vllm.md). ``SRCAL_REQUIRE_VLLM_MM=1`` turns its absence into a failure."""
+    import os
+
+    from srcal.search.stage import run_search
+    from srcal.serve.vllm_env import find_vllm_multimodal_python
+
+    python = find_vllm_multimodal_python()
+    if python is None:
+        if os.environ.get("SRCAL_REQUIRE_VLLM_MM") == "1":
+            pytest.fail("SRCAL_REQUIRE_VLLM_MM=1 but no .venv-vllm-mm; run bash scripts/install_vllm_cpu.sh --multimodal")
+        pytest.skip("no ./.venv-vllm-mm: run `bash scripts/install_vllm_cpu.sh --multimodal`")
+    monkeypatch.setenv("SRCAL_VLLM_PYTHON", str(python))
+    _rft(LLAVA15, data_dir, tmp_path / "rft", monkeypatch)
+    rows = [_sample(i, source="aokvqa", category="perception") for i in range(len(MIXED))]
+    (data_dir / "calib.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = _recipe(LLAVA15, "search.engine=vllm", "search.beams=2", "search.expansions=2",
+                     "search.n_candidates=2", "search.max_sentences=2", "search.max_sentence_tokens=6",
+                     "search.vllm_max_model_len=1024", "search.vllm_max_lora_rank=16", "search.batch_size=3")
+    out = tmp_path / "search"
+    summary = run_search(recipe, {"policy": tmp_path / "rft", "base": shrunk_model(LLAVA15), "data": data_dir},
+                         out, split="calib")
+    rows = [json.loads(x) for x in (out / "candidates.jsonl").read_text().splitlines()]
+    assert summary["counts"]["rejected"] == 0, (out / "rejected.jsonl").read_text()
+    assert sorted({r["sample_id"] for r in rows}) == ["s0", "s1", "s2"]
+    assert all(r["text"] for r in rows)
+    assert (shrunk_model(LLAVA15).with_name(shrunk_model(LLAVA15).name + "-vllm") / ".srcal-vllm-converted").exists()
+
+
 # ------------------------------------------------------------------------------------ rft, align, eval
 
 

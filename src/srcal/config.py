@@ -41,7 +41,7 @@ def _help(text: str, **kw: Any) -> Any:
 
 @dataclass
 class ShapesWorldConfig:
-    """The synthetic shapes world (DESIGN §3). Only used when ``data.world == "shapes"``."""
+    """The synthetic shapes world (docs/architecture.md). Only used when ``data.world == "shapes"``."""
 
     image_size: int = _help("Image side in pixels.", default=48, meta={"min": 16})
     grid: int = _help("Cells per side of the object grid (3 → 3×3 cells).", default=3, meta={"min": 2, "max": 6})
@@ -71,7 +71,7 @@ class ShapesWorldConfig:
 
 @dataclass
 class DataSource:
-    """One real VQA dataset read by an adapter from local/S3 parquet files (notes/datasets.md)."""
+    """One real VQA dataset read by an adapter from local/S3 parquet files (srcal.data.adapters)."""
 
     adapter: str = _help(
         "Adapter name.",
@@ -163,7 +163,7 @@ class BaseTrainConfig:
 
     steps: int = _help("Optimizer steps.", default=600, meta={"min": 0})
     batch_size: int = _help("Examples per device step.", default=32, meta={"min": 1})
-    lr: float = _help("AdamW learning rate (notes §9: 5e-4 learns, 2e-3 stalls).", default=5e-4, meta={"min": 0.0})
+    lr: float = _help("AdamW learning rate (the tiny base: 5e-4 learns, 2e-3 stalls).", default=5e-4, meta={"min": 0.0})
     warmup_ratio: float = _help("Share of steps with linear LR warm-up (then cosine decay).", default=0.05,
                                 meta={"min": 0.0, "max": 1.0})
     weight_decay: float = _help("AdamW weight decay.", default=0.0, meta={"min": 0.0})
@@ -231,7 +231,7 @@ class LoraConfig:
     alpha: int = _help("LoRA alpha (paper: 2×r).", default=16, meta={"min": 1})
     dropout: float = _help("LoRA dropout.", default=0.0, meta={"min": 0.0, "max": 1.0})
     target_modules: str = _help(
-        "Regex of modules to adapt. Must stay inside the language model so vLLM can serve it (notes §0.10).",
+        "Regex of modules to adapt. Must stay inside the language model so vLLM can serve it (vLLM applies LoRA to the language model only).",
         default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
     )
 
@@ -349,7 +349,7 @@ class RScorerConfig:
         "Share of corrupted responses corrupted a second time (wider spread of error counts).",
         default=0.3, meta={"min": 0.0, "max": 1.0})
     input_format: Literal["facts", "facts+ref", "text"] = _help(
-        "'facts': the shapes world's one-token-per-fact language (tiny judge, notes §10); 'facts+ref': the same, "
+        "'facts': the shapes world's one-token-per-fact language (tiny judge, srcal.scorer.judge_format); 'facts+ref': the same, "
         "each claim followed by the description's entry on its subject (reference support); 'text': fields "
         "verbatim (real judges).", default="text")
     trainer: Literal["aux", "trl"] = _help(

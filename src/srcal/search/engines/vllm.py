@@ -1,13 +1,13 @@
 """The vLLM engine of sentence-level search: offline ``vllm.LLM`` in its own virtualenv, over JSONL.
 
-vLLM cannot share the training env (it pins its own torch/transformers, notes §0.6), so the engine
+vLLM cannot share the training env (it pins its own torch/transformers, docs/vllm.md), so the engine
 talks to :class:`srcal.serve.vllm_worker.VllmWorker` (a long-lived ``vllm.LLM`` in ``.venv-vllm`` or the vLLM
-image). What it does per the notes (§3.3, §4):
+image). What it does (docs/vllm.md):
 
 * **token-id prompts**: the beam's prefix is the chosen sentences' *token ids* appended to the prompt's
   ids — never re-tokenised text, so there is no BPE drift at sentence joins and the prefix cache hits;
 * one request per beam with ``n = K`` (the prefix is prefilled once and forked K ways) and a **distinct
-  seed per (sample, step, beam)** (one seed shared across requests gives identical samples, §0.9);
+  seed per (sample, step, beam)** (one seed shared across requests gives identical samples);
 * stop strings ``". "``/``".\\n"`` … (a bare ``"."`` would split ``3.5``), then the shared
   :func:`srcal.search.sentences.find_sentence_end` cuts at exactly the same token as the HF engine would;
 * the round's LoRA adapter as a ``LoRARequest`` (the worker gives each adapter path its own int id, so a
@@ -16,7 +16,7 @@ image). What it does per the notes (§3.3, §4):
 * images passed by path with a stable uuid (the worker hashes the file) so vLLM's multimodal and prefix
   caches are reused across the steps of a sample.
 
-Multimodal models need a vLLM build with torchvision (GPU image, or the CPU workaround of notes §3.2);
+Multimodal models need a vLLM build with torchvision (GPU image, or the CPU multimodal venv of docs/vllm.md);
 the CPU venv of scripts/install_vllm_cpu.sh serves text models, which is what the tests use.
 """
 
@@ -35,13 +35,20 @@ log = logging.getLogger("srcal.search.engines.vllm")
 
 @dataclass
 class VLLMPrompt:
+    """``ids`` as vLLM takes them: one image placeholder token, which vLLM's own multimodal processor
+    expands to the image's feature size (it expands every placeholder of a token prompt, so ids the HF
+    processor already expanded would be expanded again: 599 → ~1,180 tokens for LLaVA-1.5).
+    ``image_tokens``: how many more tokens the expansion adds, so ``n_tokens`` is the length the model
+    sees, which the context checks of the beam search need."""
+
     key: str
     ids: list[int]
     image: str | None = None  # path the worker loads; None for text-only models
+    image_tokens: int = 0
 
     @property
     def n_tokens(self) -> int:
-        return len(self.ids)
+        return len(self.ids) + self.image_tokens
 
 
 def stop_strings(delimiters) -> list[str]:
@@ -56,17 +63,23 @@ def stop_strings(delimiters) -> list[str]:
     return out
 
 
-def prompt_ids(processor, sample: dict, image=None) -> list[int]:
-    """Token ids of the plain-question chat prompt (with the image placeholder expanded for LVLMs)."""
+def prompt_ids(processor, sample: dict, image=None) -> tuple[list[int], int]:
+    """Token ids of the plain-question chat prompt with the image placeholder *not* expanded (vLLM expands
+    it), and how many tokens the expansion adds (the HF processor's expanded length minus ours).
+
+    The ids are the tokenizer's encoding of the rendered template, which is what the HF processor encodes
+    after it has repeated the placeholder (BOS included where the tokenizer adds one)."""
     from srcal.models.loading import plain_question_messages, question_text
 
     tok = getattr(processor, "tokenizer", processor)
     if image is None or not hasattr(processor, "image_processor"):
         messages = [{"role": "user", "content": question_text(sample["question"], sample.get("choices"))}]
-        return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False), 0
     messages = plain_question_messages(sample["question"], sample.get("choices"))
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return processor(images=[image], text=[text], return_tensors="pt")["input_ids"][0].tolist()
+    ids = tok(text)["input_ids"]
+    expanded = processor(images=[image], text=[text], return_tensors="pt")["input_ids"][0]
+    return list(ids), int(expanded.shape[0]) - len(ids)
 
 
 class VLLMEngine:
@@ -96,6 +109,7 @@ class VLLMEngine:
         """Start a worker serving the round's policy: base (+ earlier adapters merged) + top LoRA."""
         from srcal.models.capabilities import for_model_dir
         from srcal.models.loading import has_adapter, load_processor, pick_device, read_meta, resolve_base
+        from srcal.serve.vllm_env import prepare_model_for_vllm
         from srcal.serve.vllm_worker import VllmWorker
 
         s = recipe.search
@@ -107,6 +121,10 @@ class VLLMEngine:
             if meta.get("stack"):
                 model_dir = str(_merged_stack(recipe, inputs))
             lora = str(policy) if has_adapter(policy) else None
+        if (Path(model_dir) / "config.json").exists():  # a local checkpoint (not a hub id)
+            # one that transformers saved (a shrunken or tiny base, the merged stack of rounds ≥ 2) names the
+            # LLaVA vision tower in a way vLLM cannot load: serve a renamed copy (srcal.serve.vllm_env)
+            model_dir = str(prepare_model_for_vllm(model_dir))
         on_gpu = pick_device(recipe.device) == "cuda"
         args: dict[str, Any] = {"model": model_dir, "dtype": recipe.model.dtype, "seed": recipe.seed,
                                 "enforce_eager": not on_gpu, "enable_prefix_caching": True}
@@ -128,8 +146,9 @@ class VLLMEngine:
                    temperature=s.temperature, top_p=s.top_p, min_p=s.min_p, lora_path=lora)
 
     def prepare(self, sample: dict, image, image_path: str | Path | None = None) -> VLLMPrompt:
-        ids = prompt_ids(self.processor, sample, image if self.multimodal else None)
-        return VLLMPrompt(sample["id"], list(ids), str(image_path) if (self.multimodal and image_path) else None)
+        ids, image_tokens = prompt_ids(self.processor, sample, image if self.multimodal else None)
+        return VLLMPrompt(sample["id"], list(ids), str(image_path) if (self.multimodal and image_path) else None,
+                          image_tokens)
 
     def release(self, keys) -> None:
         pass
