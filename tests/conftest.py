@@ -85,7 +85,7 @@ def _png(seed: int) -> bytes:
 def write_vqa_parquet(adapter: str, path: Path, n: int = 6, *, bad: bool = True) -> int:
     """Write ``n`` good rows (+ 2 bad ones when ``bad``) of ``adapter``'s public release to ``path``.
 
-    Column names and arrow types are the real ones (shared/notes/datasets.md): Image columns are
+    Column names and arrow types are the real ones (srcal.data.adapters): Image columns are
     ``struct<bytes: binary, path: string>``. The bad rows are a corrupt image and a wrong/missing answer.
     Returns the number of bad rows written.
     """

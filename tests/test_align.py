@@ -131,7 +131,7 @@ def test_too_few_pairs_is_a_clear_error_before_trl(world, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_zero_two_process_cpu_smoke(world, tmp_path, stage):
-    """ZeRO-2/3 configs drive a real 2-process (gloo) DPO run on CPU through torchrun (notes §0.5)."""
+    """ZeRO-2/3 configs drive a real 2-process (gloo) DPO run on CPU through torchrun."""
     pytest.importorskip("deepspeed")
     from srcal.align import run_align
 

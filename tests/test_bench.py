@@ -1,4 +1,4 @@
-"""srcal.bench: the `srcal bench <what>` plumbing (DESIGN §4 JSON contract) and the search benchmark's
+"""srcal.bench: the `srcal bench <what>` plumbing (its JSON contract) and the search benchmark's
 random-weight architecture route, run at toy size on the CPU (the same code the GPU run uses)."""
 
 from __future__ import annotations

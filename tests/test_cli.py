@@ -1,4 +1,4 @@
-"""The CLI starts fast and imports no heavy dependency (DESIGN §2: lazy imports)."""
+"""The CLI starts fast and imports no heavy dependency (lazy imports)."""
 
 import subprocess
 import sys

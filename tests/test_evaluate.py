@@ -109,7 +109,7 @@ def test_merge_metrics_replaces_round_by_name(tmp_path):
 
 def test_eval_cli_on_base_and_model_artifact(tmp_path):
     """`srcal eval` end to end on an untrained tiny LLaVA and on a model artifact (random LoRA) over it:
-    metrics.json has one round entry with the DESIGN §4 keys, predictions.jsonl one row per sample."""
+    metrics.json has one round entry with the keys docs/architecture.md lists, predictions.jsonl one row per sample."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     from peft import get_peft_model

@@ -37,7 +37,7 @@ def tiny_dirs(tmp_path_factory):
 
 
 def test_autotokenizer_ids_match_training_tokenizer_on_world_text(tiny_dirs):
-    """notes/environment.md §10: AutoTokenizer builds Qwen2Tokenizer for qwen2 folders and re-creates its
+    """AutoTokenizer builds Qwen2Tokenizer for qwen2 folders and re-creates its
     pre-tokenizer; our tokenizer is trained with that pre-tokenizer, so ids must agree everywhere."""
     from transformers import AutoTokenizer
 

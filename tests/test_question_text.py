@@ -2,7 +2,7 @@
 
 MMStar embeds its options in the question as "Options: A: x, B: y" and the mmstar adapter also fills
 ``choices`` from them; the old check knew only ``A.``/``(A)`` and listed every option a second time.
-The MMStar strings below follow the release's layout (notes/datasets.md; the ``Hint: … Choices: (A)``
+The MMStar strings below follow the release's layout (the ``Hint: … Choices: (A)``
 form is how MMStar carries the items it took from MathVista).
 """
 

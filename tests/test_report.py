@@ -1,4 +1,4 @@
-"""report: metrics.json keys (DESIGN §4), the paired comparison, and a self-contained HTML page."""
+"""report: metrics.json keys (docs/architecture.md), the paired comparison, and a self-contained HTML page."""
 
 from __future__ import annotations
 

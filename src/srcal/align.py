@@ -3,7 +3,7 @@
 SRC (Wu et al., ICML 2025, §3.4) trains the policy on the curated (chosen, rejected) pairs with DPO
 (β 0.1) plus an SFT loss on the chosen response (weight 0.02), LoRA r 256 / α 512, lr 5e-7. In TRL 1.16
 ``rpo_alpha`` is gone; the same objective is ``DPOConfig(loss_type=["sigmoid", "sft"],
-loss_weights=[1.0, w])`` (notes/trl-vllm-deepspeed.md §0.1): the "sft" term is the mean NLL per token of
+loss_weights=[1.0, w])`` (TRL 1.x): the "sft" term is the mean NLL per token of
 the chosen completions.
 
 Model stack (docs/architecture.md "Model artifact"): the previous policy (RFT for round 1, round k−1
@@ -88,7 +88,7 @@ def dpo_config(cfg, out: Path, *, seed: int, on_cpu: bool, bf16: bool, n_pairs: 
     """Build TRL's DPOConfig from the recipe's ``align`` section (every number comes from the recipe).
 
     On CPU both ``use_cpu=True`` and ``bf16=False`` are needed: TRL defaults to bf16, which raises on
-    CPU, and ``use_cpu`` alone runs slow bf16 autocast (notes/environment.md §3).
+    CPU, and ``use_cpu`` alone runs slow bf16 autocast.
     """
     from trl import DPOConfig
 
@@ -103,7 +103,7 @@ def dpo_config(cfg, out: Path, *, seed: int, on_cpu: bool, bf16: bool, n_pairs: 
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         lr_scheduler_type="constant",
-        max_length=None,  # VLMs: never truncate image tokens (notes §1.2)
+        max_length=None,  # VLMs: never truncate image tokens
         gradient_checkpointing=False,  # tiny models: recompute costs more than it saves
         logging_steps=1,
         save_strategy="steps" if cfg.save_steps else "no",

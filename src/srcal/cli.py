@@ -223,7 +223,7 @@ def _add_bench_parser(sub) -> None:
 
     bp = sub.add_parser("bench", help="measure ours against a baseline on the same inputs; writes JSON",
                         description="Benchmarks: " + ", ".join(sorted(BENCHMARKS)) + ". Output: {name, machine, "
-                        "baseline, ours, speedup} (DESIGN §4), baseline and ours measured in the same run.")
+                        "baseline, ours, speedup} (srcal.bench), baseline and ours measured in the same run.")
     bp.add_argument("what", choices=sorted(BENCHMARKS), help="what to benchmark")
     _add_recipe_args(bp)
     bp.add_argument("--json", default=None, help="write the result to this file")

@@ -1,6 +1,6 @@
 """Evaluation harness: answer accuracy, RAP format rate, rationale factuality and consistency, with 95% CIs.
 
-What is measured (DESIGN §4 ``metrics.json``), on a held-out split, with **no format prompt** (the prompt
+What is measured (``metrics.json``, docs/architecture.md), on a held-out split, with **no format prompt** (the prompt
 is the plain question, ``srcal.models.loading.plain_question_messages``), greedy decoding:
 
 * ``accuracy`` — the response's answer is right, by the project's one scoring rule (:mod:`srcal.answers`:

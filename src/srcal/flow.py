@@ -6,7 +6,7 @@ this module adds is what a local orchestrator is for:
 
 * **the plan** (:func:`plan_run`): :func:`srcal.graph.build_plan` — the one description of the method that
   the Kubeflow pipeline is built from too — expanded into local steps with their run-directory layout
-  (DESIGN §4)::
+  (docs/architecture.md)::
 
       data/  base/  rft/  rscorer/search/  rscorer/data/  rscorer/judge/
       round1/search/  round1/score/  round1/curate/  round1/align/   (… round2/, round3/)
@@ -24,7 +24,7 @@ this module adds is what a local orchestrator is for:
 
 Prefect's local API server starts by itself (ephemeral mode). :func:`configure_prefect` points
 ``PREFECT_HOME`` into the run's cache, turns analytics off and raises the server start-up timeout so a
-first run on a fresh, loaded machine does not time out (notes/environment.md §6).
+first run on a fresh, loaded machine does not time out.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def configure_prefect(out: str) -> None:
     * ``PREFECT_HOME`` in the run's cache (``<run>/.prefect`` for a local run, the srcal cache for S3), so
       runs do not share one SQLite file and nothing lands in ``~/.prefect``;
     * start-up timeout 180 s: the first start migrates a fresh database, which took ~25 s on a loaded
-      2-core machine and hit Prefect's default limit (notes/environment.md §6);
+      2-core machine and hit Prefect's default limit;
     * analytics off (no network here), Prefect's own log lines at WARNING so the progress lines stay
       readable. A user's explicit settings (e.g. ``PREFECT_API_URL`` of a real server) win;
     * ``OMP_WAIT_POLICY=PASSIVE`` for the stages run in this process (see below).

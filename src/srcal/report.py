@@ -1,4 +1,4 @@
-"""Stage ``report``: the run's ``metrics.json`` (DESIGN §4), ``report.md`` and a self-contained ``report.html``.
+"""Stage ``report``: the run's ``metrics.json`` (keys in docs/architecture.md), ``report.md`` and a self-contained ``report.html``.
 
 Inputs are the artifacts the report reads, by name (so the same stage serves ``srcal run`` and the KFP
 pipeline, which hands it the same artifacts):
@@ -130,7 +130,7 @@ def collect(recipe, inputs: dict[str, Path]) -> dict[str, Any]:
 
 
 def build_metrics(recipe, c: dict[str, Any]) -> dict[str, Any]:
-    """``metrics.json`` with DESIGN §4's keys first, then the comparison and curation details."""
+    """``metrics.json`` with the keys docs/architecture.md lists first, then the comparison and curation details."""
     rounds = [{"name": e["name"], "n": e.get("n"), **{m: e.get(m) for m in METRICS},
                **{k: v for k, v in e.items() if k not in ("name", "n", *METRICS)}} for e in c["rounds"]]
     h = c["heldout"]

@@ -1,4 +1,4 @@
-"""``srcal bench <what>``: ours against a baseline, same inputs, same run, one JSON (DESIGN §4).
+"""``srcal bench <what>``: ours against a baseline, same inputs, same run, one JSON (docs/benchmarks.md).
 
 Every benchmark is a function ``fn(recipe, **options) -> {"baseline": {...}, "ours": {...}, "speedup":
 float, ...}`` named in :data:`BENCHMARKS` as ``"module:function"`` (imported only when run, so the CLI

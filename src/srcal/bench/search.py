@@ -194,7 +194,7 @@ def _bench_search_arch(recipe, arch: str, random_weights: bool, samples, max_sen
 
     The naive loop is slow at this size, so it runs on the first ``baseline_samples`` samples only
     (default 2) and is compared per candidate (rates), which the JSON states. vLLM is not measured here:
-    its wheel cannot be carried to our GPU machine (notes/environment.md §11).
+    its wheel cannot be carried to our GPU machine.
     """
     import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
@@ -264,6 +264,6 @@ def _bench_search_arch(recipe, arch: str, random_weights: bool, samples, max_sen
         "speedup": round(results["ours"]["candidates_per_s"] / results["baseline"]["candidates_per_s"], 2),
         "speedup_metric": "candidates per second (baseline on a subset of the samples)",
         "output_tokens_per_s": results["ours"]["tokens_per_s"],
-        "anchor": "published: ~5-6k output tok/s for 8B models on one H100 with vLLM (notes §6)",
-        "vllm": "not measured on the GPU machine: the vLLM wheel cannot be carried there (environment.md §11)",
+        "anchor": "published: ~5-6k output tok/s for 8B models on one H100 with vLLM",
+        "vllm": "not measured on the GPU machine: the vLLM wheel cannot be carried there",
     }

@@ -1,6 +1,6 @@
-"""Readers that turn the public parquet releases of VQA datasets into our sample schema (DESIGN §4).
+"""Readers that turn the public parquet releases of VQA datasets into our sample schema (docs/architecture.md).
 
-Column names and types follow ``shared/notes/datasets.md`` (verified from the HF cards / lmms-eval code):
+Column names and types as the releases ship them (verified from the HF cards / lmms-eval code):
 
 =========  ======================================================================================
 adapter    columns read (answer rule)

@@ -1,7 +1,7 @@
 """The shapes-world oracle: teacher RAPs, exact rationale metrics, corruptions, and the oracle judge.
 
 Because every shapes-world sample carries its scene, everything the paper needs a large helper model for
-can be computed exactly here (DESIGN §3):
+can be computed exactly here:
 
 * ``teacher_rap`` writes a correct rationale-answer pair: one checkable claim per sentence, the claims that
   justify the answer (the asked cell; the counted objects and the count; the bar values and the sum ...),

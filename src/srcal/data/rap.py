@@ -1,7 +1,7 @@
 """The rationale-answer pair (RAP) text format: rationale sentences, then one line ``Answer: <answer>``.
 
 The paper fixes that the RFT model answers with a rationale followed by the answer, but publishes no
-template (DESIGN §1). Ours is the simplest one a tiny model can learn and a parser can check::
+template. Ours is the simplest one a tiny model can learn and a parser can check::
 
     The blue bar is 5. The red bar is 3. 5 plus 3 is 8. So the answer is 8.
     Answer: 8

@@ -1,4 +1,4 @@
-"""The sample schema every split file follows (DESIGN §4), and its JSONL reader/writer.
+"""The sample schema every split file follows (docs/architecture.md), and its JSONL reader/writer.
 
 One JSON object per line::
 

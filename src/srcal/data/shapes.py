@@ -1,4 +1,4 @@
-"""The synthetic "shapes world" (DESIGN §3): images with exactly known content, in the paper's 3 categories.
+"""The synthetic "shapes world": images with exactly known content, in the paper's 3 categories.
 
 Why a synthetic world: no hub downloads are possible offline, yet the whole SRC method must run end to
 end on a laptop CPU and show a measurable effect. Every image here comes with a *scene* (its ground truth),
@@ -9,7 +9,7 @@ Two kinds of scene
 ------------------
 * ``objects``: up to ``max_objects`` coloured shapes (circle / square / triangle) in distinct cells of a
   ``grid``×``grid`` grid. With the defaults (48 px, 3×3) a cell is 16 px, i.e. exactly 2×2 CLIP patches of
-  8 px, so one object never straddles a patch boundary inside its cell (tiny LLaVA, notes §9). Shapes
+  8 px, so one object never straddles a patch boundary inside its cell (tiny LLaVA). Shapes
   keep a 15% margin inside their cell; there is no jitter, so the pixels are a pure function of the scene
   (``tests/test_shapes.py`` decodes every fact back from the pixels with a fixed rule).
 * ``bars``: a bar chart of 2..``max_bars`` bars with distinct colours and distinct integer values
@@ -34,7 +34,7 @@ forms defined here (``OBJ_TEMPLATES``, ``COUNT_TEMPLATES``, ...). Each claim typ
 that a model cannot satisfy the teacher by copying one template, but the vocabulary stays small and closed
 (a 2-layer model must learn to produce it from pixels in minutes; a 3-layer judge must learn to check it).
 ``describe_scene`` states every fact with the *first* template of its type, in a fixed order (row-major
-cells, bars left to right): notes §10 found that a description in the same sentence form as the claims,
+cells, bars left to right): a description in the same sentence form as the claims,
 in a fixed order, is what lets a tiny judge learn to compare.
 
 Positions are named ``top left … bottom right`` for 2×2 and 3×3 grids (``top middle``, ``middle left``,
@@ -231,7 +231,7 @@ def describe_scene(scene: dict, include_empty: bool = False) -> str:
 
     Objects in row-major order, then the object count; or bars left to right, then the bar count. With
     ``include_empty`` every cell is stated ("The top middle cell is empty."), so a claim about any cell has
-    a sentence about the same cell to compare with (the layout notes §10 found easiest for a tiny judge),
+    a sentence about the same cell to compare with (the layout a tiny judge learns to compare most easily),
     at the cost of a longer description (grid² + 1 sentences).
     """
     return " ".join(description_sentences(scene, include_empty))
@@ -402,7 +402,7 @@ def render_question(query: dict, scene: dict, k: int = 0) -> str:
 
 
 def make_sample(cfg: ShapesWorldConfig, category: str, rng: random.Random, sample_id: str) -> dict:
-    """One sample dict (schema in DESIGN §4) with its scene; the image is rendered separately."""
+    """One sample dict (schema in docs/architecture.md) with its scene; the image is rendered separately."""
     if category == "perception":
         scene = _object_scene(cfg, rng)
         query, answer = _perception_query(scene, cfg, rng)

@@ -13,8 +13,8 @@ What a stage needs from an architecture (one :class:`Capabilities` per ``model_t
   or ``image_token_index``; the HF engine suppresses it in generation and LLaVA's feature cache finds the
   image rows with it).
 * **language model**: the module prefix of the language model. LoRA targets must stay inside it: vLLM
-  serves LoRA on the language model only and silently ignores an adapter on the vision tower
-  (notes/trl-vllm-deepspeed.md §0.10), and TRL refuses ``lm_head``. ``outside_lm`` are real module names
+  serves LoRA on the language model only and silently ignores an adapter on the vision tower,
+  and TRL refuses ``lm_head``. ``outside_lm`` are real module names
   of the vision tower and projector that :func:`srcal.models.loading.lora_config` tries the recipe's regex
   against (tests/test_capabilities.py checks that each exists in the shrunken release).
 * **turn end**: how the chat template closes an assistant turn. Not a property of ``model_type`` (a

@@ -106,7 +106,7 @@ def image_only_processor_cls(processor_class: str):
     Why: the released Qwen2-VL/Qwen2.5-VL/Qwen3-VL and LLaVA-OneVision checkpoints' ``AutoProcessor``
     builds a video processor (``Qwen2VLVideoProcessor``, ``LlavaOnevisionVideoProcessor``), which needs
     torchvision, and PyPI has no torchvision that works beside our CPU torch
-    (shared/notes/environment.md §1; the GPU training image does carry torchvision). srcal only feeds
+    (the GPU training image does carry torchvision). srcal only feeds
     images, so the processor is assembled from the checkpoint's image processor, tokenizer, chat template
     and processor settings. The class keeps the released name, so ``save_pretrained`` writes the same
     ``processor_class`` and the saved directory loads with the full processor where torchvision exists.
@@ -192,7 +192,7 @@ def load_lvlm(path: str | Path, *, dtype: str = "float32", device: str = "cpu",
     """Load an image-text-to-text model and its processor from a dir, hub id or base pointer artifact.
 
     Returns ``(model, processor)`` with the model in eval mode on ``device``. ``trust_remote_code`` stays
-    off (DESIGN §2). The processor's tokenizer pads on the left, as batched generation needs.
+    off (no code from a checkpoint runs). The processor's tokenizer pads on the left, as batched generation needs.
     """
     from transformers import AutoModelForImageTextToText
 
@@ -266,7 +266,7 @@ def lora_config(lora, *, task_type: str = "CAUSAL_LM"):
     """PEFT ``LoraConfig`` from a recipe ``LoraConfig`` section (r, alpha, dropout, target_modules regex).
 
     The regex must stay inside the language model: vLLM serves LoRA on the LM only, and an adapter on the
-    vision tower can be silently ignored there (notes/trl-vllm-deepspeed.md §0.10). TRL also refuses LoRA
+    vision tower can be silently ignored there. TRL also refuses LoRA
     on ``lm_head``. Both are checked here, so a bad recipe fails before any training.
     """
     import re
@@ -330,7 +330,7 @@ def question_text(question: str, choices: list[str] | None = None) -> str:
     """The question as the model sees it; multiple-choice options are listed as ``A. …`` lines unless the
     question already carries them.
 
-    MMStar ships its options inside the question ("…\nOptions: A: red, B: blue", notes/datasets.md) and its
+    MMStar ships its options inside the question ("…\nOptions: A: red, B: blue", srcal.data.adapters) and its
     adapter also fills ``choices`` from them, so listing them again would show the model every option twice.
     The question carries the options when, for every letter in order, a marker (``A.``, ``A)``, ``A:`` at
     a line start or inline after whitespace or ``, ; :``, or ``(A)``) is followed by that choice's text; the

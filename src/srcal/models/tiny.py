@@ -7,7 +7,7 @@ that the tokenizer is trained on shapes-world text instead of being downloaded:
 * :func:`train_tokenizer` — a byte-level BPE with chat template and the special tokens of both LVLM
   families. It is trained with **Qwen2's own normalizer and pre-tokenizer**, because ``AutoTokenizer`` on
   a ``qwen2``/``qwen2_vl`` folder builds a ``Qwen2Tokenizer`` that re-creates that pre-tokenizer whatever
-  ``tokenizer.json`` says (notes/environment.md §10); trained this way, every saved model gives the same
+  ``tokenizer.json`` says; trained this way, every saved model gives the same
   ids through ``AutoTokenizer`` as the tokenizer it was trained with (tested).
 * :func:`build_llava` — ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` (CLIP tower, Llama LM).
 * :func:`build_qwen2_vl` — ``Qwen2VLForConditionalGeneration`` + :class:`Qwen2VLImageOnlyProcessor`.
@@ -152,8 +152,7 @@ def _qwen_image_only_processor_cls():
     from transformers.processing_utils import ProcessorMixin
 
     class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
-        """Qwen2VLProcessor without the video processor, which needs torchvision (broken on CPU boxes,
-        notes/environment.md §1). Forces the Qwen image tokens: our tokenizer also carries LLaVA's
+        """Qwen2VLProcessor without the video processor, which needs torchvision (broken on CPU boxes). Forces the Qwen image tokens: our tokenizer also carries LLaVA's
         ``<image>`` as ``tokenizer.image_token``, which the stock processor would pick up.
         """
 
@@ -255,7 +254,7 @@ def load_tiny_processor(model_dir: str | Path):
     """Load the processor saved next to a tiny (or real) LVLM.
 
     ``AutoProcessor`` on a Qwen2-VL folder saved with the image-only subclass silently returns the bare
-    tokenizer (notes/environment.md §2 pitfall), so that case is detected from the saved class name.
+    tokenizer, so that case is detected from the saved class name.
     """
     import json
 

@@ -1,7 +1,7 @@
 """Stage ``rscorer-data``: labelled response pairs for training and evaluating R-Scorer.
 
 The paper trains its judge on pairs of rationale-answer responses labelled by a large LLM; it publishes
-neither the pairs nor the labeller prompt (DESIGN §1). Ours:
+neither the pairs nor the labeller prompt. Ours:
 
 * **The policy's own candidates** (both worlds): the ``candidates`` input is the RFT policy's search on
   **RFT-split** samples (plan step ``rscorer/search``, at most ``rscorer.policy_samples`` samples;
@@ -36,7 +36,7 @@ corruption kind(s) otherwise (``cand_*`` null). ``clean_label`` is the labeller'
 position bias (shapes world: the oracle's quality order; an LLM labeller: its label). ``aux_*`` are
 per-response targets the labeller gives besides the verdict (shapes world: the truth of each claim in
 order, whether the answer is right, the error count, the number of true claims); the tiny judge trains on
-them (notes/environment.md §10), the TRL path ignores them. ``samples.jsonl`` holds every sample a pair
+them (dense targets: srcal.scorer.train), the TRL path ignores them. ``samples.jsonl`` holds every sample a pair
 refers to (with its scene), so training can build the judge's input without the ``data`` artifact.
 """
 

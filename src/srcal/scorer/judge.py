@@ -14,7 +14,7 @@ follows each prompt — and return, per prompt, either ``[p_A, p_B, p_C]`` or a 
   vLLM's ``logprob_token_ids`` (the three label ids from the judge's tokenizer), through
   :class:`srcal.serve.client.OpenAIClient` (bounded concurrency, retries with backoff, typed failures). Requests
   go out grouped by sample so the server's prefix cache serves the shared part
-  (notes/trl-vllm-deepspeed.md §3.3–3.4).
+  (docs/vllm.md).
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ Two ways to fill the fields (``rscorer.input_format``):
 * ``text`` — the fields verbatim: the image description (a caption or perception tags a teacher wrote
   once per image), the question, the two responses. What a Qwen2.5-1.5B-class judge reads on real data.
 * ``facts`` — the shapes world's *fact language*, for the tiny judge trained from scratch in minutes.
-  notes/environment.md §10 measured that a 0.2M-parameter judge only learns pairwise comparison in
-  ~3 minutes on 2 cores when facts are short, closed-vocabulary token sequences in the same form in the
+  A judge this small learns pairwise comparison in minutes on 2 cores only when facts are short, closed-vocabulary token sequences in the same form in the
   description and in the responses; prose sentences stayed near chance. So each sentence is
   canonicalised, by the oracle's own claim parser (``srcal.data.oracle.parse_claim``, the same templates
   the world writes with), into a *subject* word and a *value* word — ``There is a red circle in the top
@@ -35,7 +34,7 @@ bar-to-bar comparison — what an image tagger would list.
 
 Fact words use letters only (numbers are spelled) so that Qwen2's pre-tokenizer, which ``AutoTokenizer``
 (and therefore vLLM) rebuilds for a ``qwen2`` folder, keeps each word whole and the BPE trained on
-:func:`fact_vocabulary` gives it one token (checked when the judge is built, notes/environment.md §10).
+:func:`fact_vocabulary` gives it one token (checked when the judge is built).
 """
 
 from __future__ import annotations

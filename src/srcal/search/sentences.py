@@ -88,7 +88,7 @@ def expansion_seed(master: int, sample_id: str, step: int, beam: int, child: int
     """A seed for expanding beam ``beam`` of ``sample_id`` at ``step`` (and, per row engines, ``child``).
 
     Hash-derived so that it depends on nothing else (batch, shard, resume point), and distinct per
-    (sample, step, beam): notes §0.9 found that one seed shared across requests gives identical "diverse"
+    (sample, step, beam): one seed shared across requests gives identical "diverse"
     samples. Kept below 2³¹ so every engine (torch generators, vLLM) accepts it.
     """
     key = f"{master}:{sample_id}:{step}:{beam}" + ("" if child is None else f":{child}")

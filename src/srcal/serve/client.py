@@ -14,7 +14,7 @@ What it promises:
   :class:`Failure`. It never raises for one item.
 - ``verdict`` reads label probabilities from a one-token generation's log-probs (never free text),
   using vLLM's ``logprob_token_ids`` extra when the caller knows the label token ids and the server
-  accepts it (shared/notes/trl-vllm-deepspeed.md §3.3–3.4).
+  accepts it (docs/vllm.md).
 - The API key comes from the argument or ``SRCAL_API_KEY`` / ``OPENAI_API_KEY``, travels only in the
   ``Authorization`` header, and never appears in a log line, an exception or ``repr``.
 

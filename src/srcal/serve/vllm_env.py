@@ -33,7 +33,7 @@ def find_vllm_python() -> Path | None:
 
 
 def vllm_cpu_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment a vLLM process needs on our CPU machines (notes/trl-vllm-deepspeed.md §3.2).
+    """The environment a vLLM process needs on our CPU machines (docs/vllm.md).
 
     Existing values win, so a GPU node or a user can override any of them.
     """

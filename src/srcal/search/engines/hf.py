@@ -1,7 +1,7 @@
 """The Hugging Face engine of sentence-level search: every beam of every sample in ONE ``generate`` per step.
 
 Why it is fast (against the naive port of research code, e.g. LLaVA-CoT's one ``generate`` per
-candidate, notes §4): all rows (samples × beams × K) are left-padded into one batch, so the per-call
+candidate; docs/benchmarks.md): all rows (samples × beams × K) are left-padded into one batch, so the per-call
 overhead and the weight reads of each decode step are shared; rows stop independently at their sentence
 end (a vectorised stopping criterion over :class:`srcal.search.sentences.TokenTable`), and the call ends when the
 slowest row does. For LLaVA, the image features are computed once per sample in :meth:`prepare` and
