@@ -22,6 +22,7 @@ TINY = [
     "base_train.steps=3", "base_train.batch_size=4", "base_train.lr=1e-3",
     "rft.batch_size=4", "rft.epochs=1", "rft.lr=5e-3", "rft.save_steps=2", "rft.logging_steps=1",
     "rft.lora.r=4", "rft.lora.alpha=8", "eval.batch_size=8", "eval.max_new_tokens=12",
+    "rft.caption_share=0",  # RAP rows only, so the step counts below are rows / batch (caption rows: own test)
 ]
 
 
@@ -261,6 +262,52 @@ def test_rft_quarantines_bad_images(base_dirs, data_dir, tmp_path):
     assert summary["counts"]["rejected_rows"] == 1 and summary["counts"]["trained_rows"] == 15
     rejected = [json.loads(x) for x in (tmp_path / "rft" / "rejected.jsonl").read_text().splitlines()]
     assert rejected[0]["id"] == first["id"] and rejected[0]["field"] == "image"
+
+
+def test_caption_prompts_vary_only_when_asked():
+    """No extra prompts: every row gets the main one. Two extra: 300 draws from 3 prompts use each one
+    (P(a prompt never drawn) = 3 * (2/3)^300, about 1e-52), the same seed repeats the list and
+    another seed changes it."""
+    from srcal.rationale import caption_prompts
+
+    assert caption_prompts("Describe the image.", [], 4, seed=0) == ["Describe the image."] * 4
+    extra = ["Describe.", "What do you see?"]
+    picks = caption_prompts("Describe the image.", extra, 300, seed=0)
+    assert len(picks) == 300 and set(picks) == {"Describe the image.", *extra}
+    assert picks == caption_prompts("Describe the image.", extra, 300, seed=0)
+    assert picks != caption_prompts("Describe the image.", extra, 300, seed=1)
+
+
+def test_caption_rows_share_form_and_cycle(data_dir):
+    """share 0.25 of all rows beside 6 RAP rows: round(6 * 0.25 / 0.75) = 2 captions; share 0.5 beside
+    3 RAP rows with only 2 scene samples: 3 captions, the pool cycled (the third repeats the first);
+    a sample without a scene never becomes a caption; share 0 adds none."""
+    from srcal.data.shapes import describe_scene
+    from srcal.rationale import caption_rows
+
+    rows = _rows(data_dir)[:3]
+    rows[2] = {k: v for k, v in rows[2].items() if k != "scene"}
+    two = caption_rows(rows, data_dir, 6, 0.25, "Describe the image.", seed=0)
+    assert len(two) == 2
+    by_image = {str(data_dir / r["image"]): r for r in rows[:2]}
+    assert {c["images"][0] for c in two} == set(by_image)
+    for c in two:
+        assert c["prompt"][0]["content"][1]["text"] == "Describe the image."
+        assert c["completion"][0]["content"][0]["text"] == describe_scene(by_image[c["images"][0]]["scene"])
+    three = caption_rows(rows, data_dir, 3, 0.5, "Describe the image.", seed=0)
+    assert len(three) == 3 and three[2] == three[0] and three[0] != three[1]
+    assert caption_rows(rows, data_dir, 6, 0.0, "Describe the image.", seed=0) == []
+
+
+def test_rft_mixes_caption_rows(base_dirs, data_dir, tmp_path):
+    """16 RAP rows and rft.caption_share 0.2: round(16 * 0.2 / 0.8) = 4 caption rows, 20 trained; at batch
+    4 and one epoch that is 5 optimizer steps instead of 4."""
+    from srcal.rationale import run_rft
+
+    summary = run_rft(_recipe(tmp_path, "rft.caption_share=0.2", "rft.save_steps=0"),
+                      {"base": base_dirs["llava"], "data": data_dir}, tmp_path / "rft")
+    assert summary["counts"]["caption_rows"] == 4 and summary["counts"]["trained_rows"] == 20
+    assert summary["train"]["steps"] == 5
 
 
 def test_rft_resumes_after_interruption(base_dirs, data_dir, tmp_path):

@@ -174,6 +174,11 @@ class BaseTrainConfig:
         default=0.5, meta={"min": 0.0, "max": 1.0},
     )
     caption_prompt: str = _help("The user text of captioning examples.", default="Describe the image.")
+    caption_prompts: list[str] = _help(
+        "More user texts for captioning examples, of other token lengths; each caption row takes one of "
+        "caption_prompt + these at random (seeded). A base captioned under one prompt learns to find a cell "
+        "by its distance from the generated token, so under a prompt of another length (a question) it "
+        "describes the wrong cells (docs/effect.md); [] = caption_prompt only.", default_factory=list)
     cache: bool = _help(
         "Reuse a tiny base trained from the same inputs (the shipped one or the user cache; "
         "srcal.models.base_cache) instead of training it again.", default=True)
@@ -255,6 +260,10 @@ class RFTConfig:
     gradient_checkpointing: bool = _help("Recompute activations to save memory (real models).", default=False)
     world_size: int = _help("Processes for accelerate/DeepSpeed (1 = plain).", default=1, meta={"min": 1})
     deepspeed: str = _help("DeepSpeed config file in the repo ('' = off).", default="")
+    caption_share: float = _help(
+        "Share of RFT rows that are captioning rows (base_train's caption prompts -> the scene description) on "
+        "the RFT split's images, beside the RAP rows: keeps the base's captioning skill through RFT "
+        "(shapes world only; 0 = RAP rows only, as in the paper).", default=0.0, meta={"min": 0.0, "max": 0.9})
 
 
 @dataclass

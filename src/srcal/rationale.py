@@ -163,6 +163,20 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     return batch
 
 
+def caption_prompts(main: str, extra: list[str], n: int, seed: int) -> list[str]:
+    """The user text of each of ``n`` caption rows: ``main``, or with ``extra`` one of ``[main, *extra]`` each.
+
+    Why several: the tiny LM finds a grid cell by its distance from the token it generates, so a base
+    captioned under one prompt describes the wrong cells under a prompt of another token length (a
+    question); prompts of varied lengths make it read the cell from the image tokens themselves. A seeded
+    stream of its own, so ``extra=[]`` leaves every other draw of base training as it was.
+    """
+    if not extra:
+        return [main] * n
+    pool, rng = [main, *extra], random.Random(seed + 1)
+    return [pool[rng.randrange(len(pool))] for _ in range(n)]
+
+
 def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     """Full fine-tune of the tiny LVLM on short answers (plain PyTorch loop: faster than Trainer at this size).
 
@@ -195,9 +209,10 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     if cfg.caption_share > 0:
         from srcal.data.shapes import describe_scene
 
-        captions = encode_examples(proc, [(plain_question_messages(cfg.caption_prompt), describe_scene(r["scene"]),
-                                           _load_image(data_dir, r["image"]))
-                                          for r in rows if isinstance(r.get("scene"), dict)])
+        scened = [r for r in rows if isinstance(r.get("scene"), dict)]
+        prompts = caption_prompts(cfg.caption_prompt, cfg.caption_prompts, len(scened), recipe.seed)
+        captions = encode_examples(proc, [(plain_question_messages(p), describe_scene(r["scene"]),
+                                           _load_image(data_dir, r["image"])) for p, r in zip(prompts, scened)])
     n_caption = round(cfg.batch_size * cfg.caption_share) if captions else 0
     t_enc = time.time()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -454,6 +469,37 @@ def _sft_rows(raps: list[dict], data_dir: Path) -> tuple[list[dict], list[dict]]
     return rows, bad
 
 
+def caption_rows(samples: list[dict], data_dir: Path, n_rap_rows: int, share: float, prompt: str,
+                 seed: int, extra_prompts: list[str] | tuple = ()) -> list[dict]:
+    """Captioning rows (``prompt`` -> the scene description) to mix into RFT, ``share`` of all rows.
+
+    Why: the tiny base captions its scenes almost perfectly, yet LoRA RFT on (question -> RAP) alone
+    drifts its describe-first rationales off the image (docs/effect.md); rows in the very form the base was
+    trained on keep that skill in the adapter. ``n = round(n_rap_rows * share / (1 - share))`` rows, from
+    the samples with a shapes ``scene`` in a seeded shuffle (cycled when ``n`` exceeds them), so the
+    row set and the RFT step count are fixed by the inputs; with ``extra_prompts`` each row's prompt is
+    drawn as in base training (:func:`caption_prompts`).
+    """
+    from srcal.data.shapes import describe_scene
+    from srcal.models.loading import plain_question_messages
+
+    if share <= 0 or n_rap_rows <= 0:
+        return []
+    pool = [s for s in samples if isinstance(s.get("scene"), dict)]
+    if not pool:
+        return []
+    n = round(n_rap_rows * share / (1 - share))
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    rows = []
+    for i, text in enumerate(caption_prompts(prompt, list(extra_prompts), n, seed)):
+        s = pool[order[i % len(pool)]]
+        rows.append({"images": [str(data_dir / s["image"])], "prompt": plain_question_messages(text),
+                     "completion": [{"role": "assistant",
+                                     "content": [{"type": "text", "text": describe_scene(s["scene"])}]}]})
+    return rows
+
+
 def sft_dataset(rows: list[dict]):
     """A ``datasets.Dataset`` of :func:`_sft_rows` rows whose ``images`` decode to RGB PIL images on access."""
     from datasets import Dataset, Image, List
@@ -549,6 +595,12 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
                       sort_keys=True)
     if not rows:
         raise RuntimeError("rft: no training rows left after filtering; see rejected.jsonl")
+    n_rap_rows = len(rows)
+    # images that failed to load above are in bad_images; caption rows use only the RAP rows' samples
+    ok_ids = {r["id"] for r in raps} - {b["id"] for b in bad_images}
+    rows += caption_rows([s for s in samples if s["id"] in ok_ids], data_dir, n_rap_rows,
+                         recipe.rft.caption_share, recipe.base_train.caption_prompt, recipe.seed,
+                         recipe.base_train.caption_prompts)
 
     # 3. LoRA SFT (resumes from out/checkpoints after a kill), then the model artifact.
     if recipe.rft.world_size > 1:
@@ -567,7 +619,7 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
     t_end = time.time()
     return {"counts": {"samples": len(samples) + len(rejected), "rejected_rows": len(rejected),
                        "raps_kept": len(raps), "raps_dropped": len(dropped), "bad_images": len(bad_images),
-                       "trained_rows": len(rows), **counts},
+                       "trained_rows": len(rows), "caption_rows": len(rows) - n_rap_rows, **counts},
             "train": stats, "timings_s": {"augment": round(t_aug - t0, 3), "train": round(t_end - t_aug, 3)}}
 
 
