@@ -285,3 +285,20 @@ def test_images_show_every_fact(cfg):
             scene = s["scene"]
             want = scene["objects"] if scene["kind"] == "objects" else scene["bars"]
             assert _decode(img, scene, cfg) == want, s["id"]
+
+
+def test_world_interface_knows_shapes_samples_only(cfg):
+    """srcal.data.world: a generated sample is in the shapes world and its teacher RAP is assessed as
+    correct with every claim true; the same sample without its scene (what real data looks like) is not,
+    and gets no assessment."""
+    import random
+
+    from srcal.data import oracle
+    from srcal.data.world import in_shapes_world, oracle_assessment
+
+    [(sample, _)] = generate_samples(cfg, 1, "perception", seed=3, id_prefix="w")
+    rap = oracle.teacher_rap(sample, random.Random(0))
+    a = oracle_assessment(sample, rap)
+    assert in_shapes_world(sample) and a.correct and a.n_claims and a.n_true == a.n_claims
+    real = {k: v for k, v in sample.items() if k != "scene"}
+    assert not in_shapes_world(real) and oracle_assessment(real, rap) is None

@@ -399,11 +399,11 @@ def _search_split(candidates_dir: Path) -> str:
 
 def _oracle_checks(sample: dict[str, Any], cands: list[Any], prefix: str) -> list[Any] | None:
     """The oracle's assessment of every candidate (shapes world: the sample has a scene), else None."""
-    if not isinstance(sample.get("scene"), dict):
-        return None
-    from srcal.data import oracle
+    from srcal.data.world import in_shapes_world, oracle_assessment
 
-    return [oracle.assess(sample, _candidate_text(c), prefix) for c in cands]
+    if not in_shapes_world(sample):
+        return None
+    return [oracle_assessment(sample, _candidate_text(c), prefix) for c in cands]
 
 
 def judge_oracle_agreement(readings: list[tuple[int, int, tuple[float, float, float]]], quality: list[float],

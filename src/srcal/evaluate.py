@@ -84,10 +84,10 @@ def assess_response(sample: dict, text: str, prefix: str = "Answer:") -> dict[st
                            "answer": answer, "correct": score_answer(sample, answer),
                            "rap_format": parse_rap(text, prefix).ok, "factuality": None, "consistent": None,
                            "n_claims": None}
-    if isinstance(sample.get("scene"), dict):
-        from srcal.data import oracle
+    from srcal.data.world import oracle_assessment
 
-        a = oracle.assess(sample, text, prefix)
+    a = oracle_assessment(sample, text, prefix)
+    if a is not None:
         row.update(factuality=a.factuality, consistent=a.consistent, n_claims=a.n_claims, n_true=a.n_true)
     return row
 

@@ -208,8 +208,9 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     captions = []
     if cfg.caption_share > 0:
         from srcal.data.shapes import describe_scene
+        from srcal.data.world import in_shapes_world
 
-        scened = [r for r in rows if isinstance(r.get("scene"), dict)]
+        scened = [r for r in rows if in_shapes_world(r)]
         prompts = caption_prompts(cfg.caption_prompt, cfg.caption_prompts, len(scened), recipe.seed)
         captions = encode_examples(proc, [(plain_question_messages(p), describe_scene(r["scene"]),
                                            _load_image(data_dir, r["image"])) for p, r in zip(prompts, scened)])
@@ -383,7 +384,9 @@ def augment(recipe, samples: list[dict], data_dir: Path, cache_path: Path) -> tu
                 texts[s["id"]] = hit["text"]
                 counts["cache_hits"] += 1
             elif kind == "oracle":
-                if not isinstance(s.get("scene"), dict):
+                from srcal.data.world import in_shapes_world
+
+                if not in_shapes_world(s):
                     texts[s["id"]] = Failure("no_scene", "the oracle teacher needs a shapes-world scene")
                     continue
                 from srcal.data import oracle
@@ -481,11 +484,12 @@ def caption_rows(samples: list[dict], data_dir: Path, n_rap_rows: int, share: fl
     drawn as in base training (:func:`caption_prompts`).
     """
     from srcal.data.shapes import describe_scene
+    from srcal.data.world import in_shapes_world
     from srcal.models.loading import plain_question_messages
 
     if share <= 0 or n_rap_rows <= 0:
         return []
-    pool = [s for s in samples if isinstance(s.get("scene"), dict)]
+    pool = [s for s in samples if in_shapes_world(s)]
     if not pool:
         return []
     n = round(n_rap_rows * share / (1 - share))
