@@ -206,7 +206,9 @@ def _bench_search_arch(recipe, arch: str, random_weights: bool, samples, max_sen
     if arch not in ARCHS:
         raise ValueError(f"unknown --arch {arch!r}; known: {sorted(ARCHS)}")
     a = ARCHS[arch]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    from srcal.models.loading import pick_device
+
+    device = pick_device("auto")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     vocab = a["text"]["vocab_size"]
     eos, pad, img = 2, vocab - 1, a["image_token_index"]

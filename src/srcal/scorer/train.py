@@ -368,9 +368,9 @@ def train_trl(recipe, model, tok, train_rows: list[dict], samples: dict[str, dic
 
         peft_config = LoraConfig(r=rs.lora.r, lora_alpha=rs.lora.alpha, lora_dropout=rs.lora.dropout,
                                  target_modules=rs.lora.target_modules, task_type="CAUSAL_LM")
-    import torch
+    from srcal.models.loading import pick_device
 
-    on_gpu = torch.cuda.is_available() and recipe.device != "cpu"
+    on_gpu = pick_device(recipe.device) != "cpu"  # the one device rule (recipe.device; auto = GPU if visible)
     args = SFTConfig(output_dir=str(work / "trl"), per_device_train_batch_size=rs.batch_size, max_steps=rs.steps,
                      learning_rate=rs.lr, lr_scheduler_type="cosine", warmup_steps=rs.warmup_steps,
                      weight_decay=rs.weight_decay, max_grad_norm=rs.grad_clip, logging_steps=max(1, rs.steps // 20),
