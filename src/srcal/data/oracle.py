@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 from srcal.answers import NUMBER_WORDS, answers_match
-from srcal.data import shapes as W
+from srcal.data import shapes as world
 from srcal.data.rap import parse_rap, render_rap
 
 CORRUPTIONS = ("wrong_claim", "missing_step", "inconsistent_answer", "hallucination", "misread")
@@ -59,15 +59,15 @@ def short_answer_text(sample: dict) -> str:
 # Claims: the templates of srcal.data.shapes, compiled to regexes
 # ---------------------------------------------------------------------------------------------------
 _KIND_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "bar_count": W.BAR_COUNT_TEMPLATES,
-    "obj": W.OBJ_TEMPLATES,
-    "empty": W.EMPTY_TEMPLATES,
-    "count": W.COUNT_TEMPLATES,
-    "bar": W.BAR_TEMPLATES,
-    "extreme": W.EXTREME_TEMPLATES,
-    "cmp": W.CMP_TEMPLATES,
-    "num_cmp": W.NUM_CMP_TEMPLATES,
-    "arith": W.ARITH_TEMPLATES,
+    "bar_count": world.BAR_COUNT_TEMPLATES,
+    "obj": world.OBJ_TEMPLATES,
+    "empty": world.EMPTY_TEMPLATES,
+    "count": world.COUNT_TEMPLATES,
+    "bar": world.BAR_TEMPLATES,
+    "extreme": world.EXTREME_TEMPLATES,
+    "cmp": world.CMP_TEMPLATES,
+    "num_cmp": world.NUM_CMP_TEMPLATES,
+    "arith": world.ARITH_TEMPLATES,
 }
 _SLOT = {
     "color": r"[a-z]+",
@@ -102,7 +102,7 @@ def _compile(template: str) -> re.Pattern:
 
 
 _PATTERNS = [(kind, k, _compile(t)) for kind, ts in _KIND_TEMPLATES.items() for k, t in enumerate(ts)]
-_CONCLUSIONS = [_compile(t) for t in W.CONCLUSION_TEMPLATES]
+_CONCLUSIONS = [_compile(t) for t in world.CONCLUSION_TEMPLATES]
 
 
 def _to_int(word: str) -> int | None:
@@ -146,7 +146,7 @@ def parse_claim(sentence: str) -> Claim | None:
             if kind == "count":
                 words = args.pop("what").split()
                 noun = words[-1].removesuffix("s")
-                if noun not in W.SHAPE_WORDS and noun != "shape":
+                if noun not in world.SHAPE_WORDS and noun != "shape":
                     continue
                 args["shape"] = None if noun == "shape" else noun
                 args["color"] = words[0] if len(words) == 2 else None
@@ -195,7 +195,7 @@ def check_claim(claim: Claim, scene: dict) -> bool:
     if claim.kind in ("obj", "empty"):
         if scene["kind"] != "objects":
             return False
-        idx = W.position_index(a["pos"], _grid(scene))
+        idx = world.position_index(a["pos"], _grid(scene))
         if idx is None:
             return False
         obj = _obj_at(scene, *idx)
@@ -203,7 +203,7 @@ def check_claim(claim: Claim, scene: dict) -> bool:
             return obj is None
         return obj is not None and obj["color"] == a["color"] and obj["shape"] == a["shape"]
     if claim.kind == "count":
-        return W._count({"objects": scene.get("objects", [])}, a["color"], a["shape"]) == a["n"]
+        return world._count({"objects": scene.get("objects", [])}, a["color"], a["shape"]) == a["n"]
     if claim.kind == "bar_count":
         return scene["kind"] == "bars" and len(scene["bars"]) == a["n"]
     if claim.kind == "bar":
@@ -230,11 +230,11 @@ def check_claim(claim: Claim, scene: dict) -> bool:
 def render_claim(kind: str, k: int, args: dict) -> str:
     """A claim as a sentence with template ``k`` (inverse of ``parse_claim``)."""
     if kind == "count":
-        return W.count_sentence(args["n"], args["color"], args["shape"], k)
+        return world.count_sentence(args["n"], args["color"], args["shape"], k)
     if kind == "bar_count":
-        return W.BAR_COUNT_TEMPLATES[k].format(be="is" if args["n"] == 1 else "are", n=args["n"])
+        return world.BAR_COUNT_TEMPLATES[k].format(be="is" if args["n"] == 1 else "are", n=args["n"])
     templates = _KIND_TEMPLATES[kind]
-    return W.finish_sentence(templates[k % len(templates)].format(**args))
+    return world.finish_sentence(templates[k % len(templates)].format(**args))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def _key(claim: Claim, grid: int) -> tuple:
     """The fact a claim is about (without its value), to match claims with required facts."""
     a = claim.args
     if claim.kind in ("obj", "empty"):
-        return ("cell", W.position_index(a["pos"], grid))
+        return ("cell", world.position_index(a["pos"], grid))
     if claim.kind == "count":
         return ("count", a["color"], a["shape"])
     if claim.kind == "bar":
@@ -268,11 +268,11 @@ def required_facts(sample: dict) -> list[tuple]:
             return [cell(hits[0])]
         return [cell(o) for o in objs] + [("count", q["color"], q["shape"])]
     if t == "count":
-        hits = W.matching_objects(objs, q["color"], q["shape"])
+        hits = world.matching_objects(objs, q["color"], q["shape"])
         listed = hits if hits else objs
         return [cell(o) for o in listed] + [("count", q["color"], q["shape"])]
     if t == "count_sum":
-        n1, n2 = W._count(scene, None, q["s1"]), W._count(scene, None, q["s2"])
+        n1, n2 = world._count(scene, None, q["s1"]), world._count(scene, None, q["s2"])
         return [("count", None, q["s1"]), ("count", None, q["s2"]), ("arith", "plus", n1, n2)]
     if t == "bar_value":
         return [("bar", q["color"])]
@@ -300,10 +300,10 @@ def implied_answer(sample: dict, claims: list[Claim]) -> str | None:
         if c.kind == "count":
             counts[(a["color"], a["shape"])] = a["n"]
         if t in ("color_at", "shape_at") and c.kind == "obj":
-            if W.position_index(a["pos"], grid) == (q["row"], q["col"]):
+            if world.position_index(a["pos"], grid) == (q["row"], q["col"]):
                 found = a["color"] if t == "color_at" else a["shape"]
         elif t in ("color_at", "shape_at") and c.kind == "empty":
-            if W.position_index(a["pos"], grid) == (q["row"], q["col"]):
+            if world.position_index(a["pos"], grid) == (q["row"], q["col"]):
                 found = "nothing"
         elif t == "exists":
             if c.kind == "obj" and (a["color"], a["shape"]) == (q["color"], q["shape"]):
@@ -311,8 +311,8 @@ def implied_answer(sample: dict, claims: list[Claim]) -> str | None:
             elif c.kind == "count" and (a["color"], a["shape"]) == (q["color"], q["shape"]):
                 found = "yes" if a["n"] > 0 else "no"
         elif t == "where" and c.kind == "obj" and (a["color"], a["shape"]) == (q["color"], q["shape"]):
-            idx = W.position_index(a["pos"], grid)
-            found = W.position_name(*idx, grid) if idx else a["pos"]
+            idx = world.position_index(a["pos"], grid)
+            found = world.position_name(*idx, grid) if idx else a["pos"]
         elif t == "count" and c.kind == "count" and (a["color"], a["shape"]) == (q["color"], q["shape"]):
             found = str(a["n"])
         elif t == "bar_value" and c.kind == "bar" and a["color"] == q["color"]:
@@ -412,7 +412,7 @@ def assess(sample: dict, text: str, prefix: str = "Answer:") -> Assessment:
 # Teacher
 # ---------------------------------------------------------------------------------------------------
 def _obj(o: dict, grid: int, rng: random.Random) -> str:
-    return W.obj_sentence(o, grid, rng.randrange(len(W.OBJ_TEMPLATES)))
+    return world.obj_sentence(o, grid, rng.randrange(len(world.OBJ_TEMPLATES)))
 
 
 def _rationale(sample: dict, rng: random.Random) -> list[str]:
@@ -433,37 +433,38 @@ def _rationale(sample: dict, rng: random.Random) -> list[str]:
         if hits:
             return [_obj(hits[0], grid, rng)]
         return [_obj(o, grid, rng) for o in objs] + [
-            W.count_sentence(0, q["color"], q["shape"], k(W.COUNT_TEMPLATES))
+            world.count_sentence(0, q["color"], q["shape"], k(world.COUNT_TEMPLATES))
         ]
     if t == "count":
-        hits = W.matching_objects(objs, q["color"], q["shape"])
+        hits = world.matching_objects(objs, q["color"], q["shape"])
         listed = hits if hits else objs
         return [_obj(o, grid, rng) for o in listed] + [
-            W.count_sentence(len(hits), q["color"], q["shape"], k(W.COUNT_TEMPLATES))
+            world.count_sentence(len(hits), q["color"], q["shape"], k(world.COUNT_TEMPLATES))
         ]
     if t == "count_sum":
-        n1, n2 = W._count(scene, None, q["s1"]), W._count(scene, None, q["s2"])
+        n1, n2 = world._count(scene, None, q["s1"]), world._count(scene, None, q["s2"])
         return [
-            W.count_sentence(n1, None, q["s1"], k(W.COUNT_TEMPLATES)),
-            W.count_sentence(n2, None, q["s2"], k(W.COUNT_TEMPLATES)),
-            W.arith_sentence(n1, "plus", n2, k(W.ARITH_TEMPLATES)),
+            world.count_sentence(n1, None, q["s1"], k(world.COUNT_TEMPLATES)),
+            world.count_sentence(n2, None, q["s2"], k(world.COUNT_TEMPLATES)),
+            world.arith_sentence(n1, "plus", n2, k(world.ARITH_TEMPLATES)),
         ]
-    bar = lambda color: W.bar_sentence(color, _bar(scene, color)["value"], k(W.BAR_TEMPLATES))
+    bar = lambda color: world.bar_sentence(color, _bar(scene, color)["value"], k(world.BAR_TEMPLATES))
     if t == "bar_value":
         return [bar(q["color"])]
     if t in ("tallest", "shortest"):
         pick = max if t == "tallest" else min
         best = pick(scene["bars"], key=lambda b: b["value"])["color"]
         return [bar(b["color"]) for b in scene["bars"]] + [
-            W.extreme_sentence(best, t, k(W.EXTREME_TEMPLATES))
+            world.extreme_sentence(best, t, k(world.EXTREME_TEMPLATES))
         ]
     v1, v2 = _bar(scene, q["c1"])["value"], _bar(scene, q["c2"])["value"]
     if t == "compare":
-        last = W.cmp_sentence(q["c1"], q["c2"], v1 > v2) if rng.random() < 0.5 else W.num_cmp_sentence(v1, v2)
+        last = (world.cmp_sentence(q["c1"], q["c2"], v1 > v2) if rng.random() < 0.5
+                else world.num_cmp_sentence(v1, v2))
         return [bar(q["c1"]), bar(q["c2"]), last]
     if t in ("bar_sum", "bar_diff"):
         op = "plus" if t == "bar_sum" else "minus"
-        return [bar(q["c1"]), bar(q["c2"]), W.arith_sentence(v1, op, v2, k(W.ARITH_TEMPLATES))]
+        return [bar(q["c1"]), bar(q["c2"]), world.arith_sentence(v1, op, v2, k(world.ARITH_TEMPLATES))]
     raise ValueError(f"unknown query type {t!r}")
 
 
@@ -491,12 +492,13 @@ def teacher_rap(sample: dict, rng: random.Random, prefix: str = "Answer:", hallu
     answer = short_answer_text(sample)
     sentences = _rationale(sample, rng)
     if describe_first:
-        described = [c for c in (parse_claim(x) for x in W.description_sentences(sample["scene"])) if c is not None]
+        described = [c for c in (parse_claim(x) for x in world.description_sentences(sample["scene"]))
+                     if c is not None]
         grid = _grid(sample["scene"])
         seen = {_key(c, grid) for c in described}
         reasoning = [x for x in sentences if (c := parse_claim(x)) is None or _key(c, grid) not in seen]
         sentences = [c.sentence for c in described] + reasoning
-    sentences.append(W.conclusion_sentence(answer, rng.randrange(len(W.CONCLUSION_TEMPLATES))))
+    sentences.append(world.conclusion_sentence(answer, rng.randrange(len(world.CONCLUSION_TEMPLATES))))
     if hallucination_rate > 0 and rng.random() < hallucination_rate:
         extra = unsupported_claim(sample, rng)
         if extra is not None:
@@ -525,25 +527,25 @@ def unsupported_claim(sample: dict, rng: random.Random) -> str | None:
     """
     scene, q = sample["scene"], sample["scene"]["query"]
     vocab = scene.get("vocab", {})
-    colors = vocab.get("colors", list(W.PALETTE)[:4])
+    colors = vocab.get("colors", list(world.PALETTE)[:4])
     grid = _grid(scene)
     required = set(required_facts(sample))
     named_colors = {q.get(k) for k in ("color", "c1", "c2")} - {None}
     named_shapes = {q.get(k) for k in ("shape", "s1", "s2")} - {None}
     if q["type"] in ("count", "exists", "where"):  # the query names a (colour, shape) filter
-        irrelevant = lambda a: not W.matching_objects([a], q.get("color"), q.get("shape"))
+        irrelevant = lambda a: not world.matching_objects([a], q.get("color"), q.get("shape"))
     else:
         irrelevant = lambda a: a["color"] not in named_colors and a["shape"] not in named_shapes
     options: list[Claim] = []
     if scene["kind"] == "objects":
-        shapes = vocab.get("shapes", list(W.SHAPE_WORDS))
+        shapes = vocab.get("shapes", list(world.SHAPE_WORDS))
         for r in range(grid):
             for c in range(grid):
                 if (q.get("row"), q.get("col")) == (r, c):
                     continue
                 for color in colors:
                     for shape in shapes:
-                        args = {"color": color, "shape": shape, "pos": W.position_name(r, c, grid)}
+                        args = {"color": color, "shape": shape, "pos": world.position_name(r, c, grid)}
                         if irrelevant(args):
                             options.append(Claim("obj", HALLUCINATION_TEMPLATE["obj"], args, ""))
     else:
@@ -575,12 +577,12 @@ def _answer_space(sample: dict) -> list[str]:
     if t in ("color_at", "tallest", "shortest"):
         return list(vocab.get("colors") or [b["color"] for b in scene.get("bars", [])])
     if t == "shape_at":
-        return list(vocab.get("shapes") or W.SHAPE_WORDS)
+        return list(vocab.get("shapes") or world.SHAPE_WORDS)
     if t in ("exists", "compare"):
         return ["yes", "no"]
     if t == "where":
         g = _grid(scene)
-        return [W.position_name(r, c, g) for r in range(g) for c in range(g)]
+        return [world.position_name(r, c, g) for r in range(g) for c in range(g)]
     gold = int(sample["answer"])
     return [str(n) for n in range(max(0, gold - 2), gold + 3)]
 
@@ -593,15 +595,15 @@ def _wrong_answer(sample: dict, rng: random.Random) -> str:
 def _false_variants(claim: Claim, scene: dict) -> list[dict]:
     """Argument sets that make ``claim`` false, changing one thing at a time."""
     vocab = scene.get("vocab", {})
-    colors = vocab.get("colors", list(W.PALETTE)[:4])
-    shapes = vocab.get("shapes", list(W.SHAPE_WORDS))
+    colors = vocab.get("colors", list(world.PALETTE)[:4])
+    shapes = vocab.get("shapes", list(world.SHAPE_WORDS))
     grid = _grid(scene)
     a = claim.args
     out: list[dict] = []
     if claim.kind == "obj":
         out += [{**a, "color": c} for c in colors if c != a["color"]]
         out += [{**a, "shape": s} for s in shapes if s != a["shape"]]
-        out += [{**a, "pos": W.position_name(r, c, grid)} for r in range(grid) for c in range(grid)]
+        out += [{**a, "pos": world.position_name(r, c, grid)} for r in range(grid) for c in range(grid)]
     elif claim.kind == "count":
         out += [{**a, "n": n} for n in (a["n"] - 1, a["n"] + 1) if n >= 0]
     elif claim.kind == "bar":
@@ -639,19 +641,19 @@ def _hallucinated_claim(sample: dict, rng: random.Random) -> str:
     """A plausible claim that is false in this scene, in a random template."""
     scene = sample["scene"]
     vocab = scene.get("vocab", {})
-    colors = vocab.get("colors", list(W.PALETTE)[:4])
+    colors = vocab.get("colors", list(world.PALETTE)[:4])
     grid = _grid(scene)
     for _ in range(100):
         if scene["kind"] == "objects":
             args = {
                 "color": rng.choice(colors),
-                "shape": rng.choice(vocab.get("shapes", list(W.SHAPE_WORDS))),
-                "pos": W.position_name(rng.randrange(grid), rng.randrange(grid), grid),
+                "shape": rng.choice(vocab.get("shapes", list(world.SHAPE_WORDS))),
+                "pos": world.position_name(rng.randrange(grid), rng.randrange(grid), grid),
             }
-            claim = Claim("obj", rng.randrange(len(W.OBJ_TEMPLATES)), args, "")
+            claim = Claim("obj", rng.randrange(len(world.OBJ_TEMPLATES)), args, "")
         else:
             args = {"color": rng.choice(colors), "v": rng.randint(1, vocab.get("max_value", 9))}
-            claim = Claim("bar", rng.randrange(len(W.BAR_TEMPLATES)), args, "")
+            claim = Claim("bar", rng.randrange(len(world.BAR_TEMPLATES)), args, "")
         if not check_claim(claim, scene):
             return render_claim(claim.kind, claim.template, claim.args)
     raise RuntimeError("could not find a false claim for this scene")  # pragma: no cover
@@ -688,13 +690,14 @@ def corrupt_rap(sample: dict, rap: str, kind: str, rng: random.Random, prefix: s
             if not moved and q["type"] == "exists" and candidates:
                 # "yes" rests on one object claim; the misreading is not seeing it at all
                 i = candidates[0][0]
-                wrong = W.count_sentence(0, q["color"], q["shape"], rng.randrange(len(W.COUNT_TEMPLATES)))
+                wrong = world.count_sentence(0, q["color"], q["shape"],
+                                             rng.randrange(len(world.COUNT_TEMPLATES)))
                 moved = [(i, None, wrong, "no")]
             if moved:
                 i, c, v, new = rng.choice(moved)
                 sentences[i] = v if c is None else render_claim(c.kind, c.template, v)
                 sentences = [
-                    W.conclusion_sentence(new, rng.randrange(3)) if parse_conclusion(s) else s
+                    world.conclusion_sentence(new, rng.randrange(3)) if parse_conclusion(s) else s
                     for s in sentences
                 ]
                 return render_rap(sentences, new, prefix)
