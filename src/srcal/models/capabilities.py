@@ -80,7 +80,7 @@ CAPABILITIES: dict[str, Capabilities] = {c.model_type: c for c in (
     Capabilities("llava", ("LlavaForConditionalGeneration",), (_CLIP, _PROJ), image_token_attr="image_token_index",
                  cache_image_features=True, tiny=True, tiny_patch_size=True, vllm_vision_rename=True),
     Capabilities("llava_next", ("LlavaNextForConditionalGeneration",), (_CLIP, _PROJ),
-                 image_token_attr="image_token_index"),
+                 image_token_attr="image_token_index", vllm_vision_rename=True),
     # vLLM (0.32) serves LlavaOnevisionForConditionalGeneration without LoRA support (no SupportsLoRA)
     Capabilities("llava_onevision", ("LlavaOnevisionForConditionalGeneration",), (_SIGLIP, _PROJ),
                  image_token_attr="image_token_index", vllm_lora=False, image_only_processor=True,

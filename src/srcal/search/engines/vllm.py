@@ -131,7 +131,7 @@ class VLLMEngine:
         if s.vllm_max_model_len:
             args["max_model_len"] = s.vllm_max_model_len
         if lora:
-            args.update(enable_lora=True, max_lora_rank=s.vllm_max_lora_rank, max_loras=1)
+            args.update(enable_lora=True, max_lora_rank=vllm_lora_rank(lora, s.vllm_max_lora_rank), max_loras=1)
         if on_gpu:
             args.update(gpu_memory_utilization=s.vllm_gpu_memory_utilization,
                         tensor_parallel_size=s.vllm_tensor_parallel)
@@ -186,6 +186,26 @@ class VLLMEngine:
                 sentences.append(Sentence(ids[:n_keep], lps, text, end))
             out.append(sentences)
         return out
+
+
+# The max_lora_rank values vLLM 0.32 accepts (vllm.config.lora.MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(adapter_dir: str | Path, floor: int) -> int:
+    """The ``max_lora_rank`` to start vLLM with: the smallest rank vLLM accepts that is at least the adapter's
+    ``r`` and ``search.vllm_max_lora_rank``. Without it a real recipe failed at round 2's search, after
+    hours of work: its align adapters have r = 256 (the paper's), the search default was 64, and vLLM
+    refuses an adapter above its max_lora_rank only when the first request arrives."""
+    import json
+
+    r = int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("r") or 0)
+    need = max(r, floor)
+    for rank in VLLM_LORA_RANKS:
+        if rank >= need:
+            return rank
+    raise ValueError(f"LoRA rank {need} of {adapter_dir} is above what vLLM serves ({VLLM_LORA_RANKS[-1]}); "
+                     "lower rft.lora.r / align.lora.r or set search.engine=hf")
 
 
 def _continuation(tok, ids: list[int]) -> str:
