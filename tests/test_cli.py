@@ -135,3 +135,13 @@ def test_prefect_logs_of_an_expected_error_lose_their_traceback():
     assert _NoExpectedTracebacks().filter(quiet) and _NoExpectedTracebacks().filter(loud)
     assert quiet.exc_info is None and "Traceback" not in logging.Formatter().format(quiet)
     assert "Traceback" in logging.Formatter().format(loud)
+
+
+def test_a_listed_error_reads_as_a_heading_and_its_items():
+    """A message whose heading ends in ':' and lists problems below it reads "heading: a; b" on one line."""
+    from srcal.cli import error_line
+    from srcal.config import RecipeError
+
+    line = error_line(RecipeError("recipe 'x' cannot run (run preflight):\n  model.base: missing\n  teacher.url: empty"))
+    assert line.startswith("srcal: error: recipe 'x' cannot run (run preflight): model.base: missing; teacher.url: empty")
+    assert error_line(RecipeError("one problem")).startswith("srcal: error: one problem  (")

@@ -348,9 +348,11 @@ def is_expected(e: BaseException) -> bool:
 
 
 def error_line(e: BaseException) -> str:
-    """The message on one line (multi-problem messages are joined with "; ")."""
+    """The message on one line: multi-problem messages joined with "; ", a heading ending in ":" with " "."""
     parts = [p.strip() for p in str(e).splitlines() if p.strip()]
-    return "srcal: error: " + ("; ".join(parts) or type(e).__name__) + "  (srcal --debug … shows the traceback)"
+    # a heading that ends in ":" introduces the list after it: "…cannot run (run preflight): a; b", not "…:; a"
+    text = "".join(p + (" " if p.endswith(":") else "; ") for p in parts).removesuffix("; ").strip()
+    return "srcal: error: " + (text or type(e).__name__) + "  (srcal --debug … shows the traceback)"
 
 
 class _NoExpectedTracebacks(logging.Filter):
