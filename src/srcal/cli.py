@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Named, not imported, so that a failing command does not import modules it never used (and `srcal
 # --help` stays light); subclasses count too (preflight.PreflightError is a RecipeError).
 EXPECTED_ERRORS = frozenset({
-    "srcal.config.RecipeError",
+    "srcal.config.schema.RecipeError",
     "srcal.data.schema.DataError",
     "srcal.errors.StageError",
     "srcal.store.StoreError",
