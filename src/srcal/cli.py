@@ -338,7 +338,7 @@ EXPECTED_ERRORS = frozenset({
     "srcal.serve.client.RequestFailed",
     "srcal.scorer.data.RScorerDataError",
     "srcal.models.capabilities.UnsupportedArchitecture",
-    "srcal.models.shrunk.TokenizersMissing",
+    "srcal.models.shrunk.npm.TokenizersMissing",
 })
 
 
