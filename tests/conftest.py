@@ -24,7 +24,7 @@ def s3_bucket(tmp_path_factory):
     server = Path(sys.executable).parent / "moto_server"
     if not server.exists():
         pytest.skip(f"moto_server not found next to {sys.executable}; pip install 'moto[server]'")
-    from srcal.distributed import free_port
+    from srcal.run.distributed import free_port
 
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115 - lives as long as the server

@@ -119,7 +119,7 @@ def test_max_rows_directory_and_unknown_adapter(tmp_path, vqa_parquet):
 
 
 def test_source_on_s3(tmp_path, vqa_parquet, s3_bucket):
-    from srcal import store
+    from srcal.run import store
 
     f = tmp_path / "ai2d.parquet"
     vqa_parquet("ai2d", f, n=3, bad=False)

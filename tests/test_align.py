@@ -105,7 +105,7 @@ def test_align_resumes_from_checkpoint(world, tmp_path):
     continues from it (global step 3 → 6) instead of starting over, and its last steps' losses match an
     uninterrupted 6-step run (the checkpoint carries optimizer, scheduler and RNG state)."""
     from srcal.align import train_dpo
-    from srcal.jsonl import read_jsonl
+    from srcal.run.jsonl import read_jsonl
 
     pairs = read_jsonl(world["pairs"] / "pairs.jsonl")
     args = (pairs, world["base"], world["policy"], world["data"])

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from srcal import stages, store
+from srcal import stages
+from srcal.run import store
 from srcal.config import load_recipe, recipe_from_dict
 from srcal.data.mix import ratio_deviation
 from srcal.data.schema import DataError, read_jsonl

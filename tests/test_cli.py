@@ -63,7 +63,7 @@ def test_a_data_error_from_eval_is_one_line_naming_the_threshold(tmp_path):
     """A data artifact whose every eval row is bad: DataError (share over data.max_rejected_share)."""
     import json
 
-    from srcal import store
+    from srcal.run import store
 
     data, model = tmp_path / "d", tmp_path / "m"
     data.mkdir()

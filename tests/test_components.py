@@ -93,7 +93,7 @@ def kfp_local(tmp_path):
 
 
 def test_data_component_publishes_a_complete_artifact(kfp_local):
-    from srcal import store
+    from srcal.run import store
 
     task = data.data_op(recipe="tiny", overrides=json.dumps(SMALL), data_uri="")
     out = task.outputs["data"]
@@ -105,7 +105,8 @@ def test_data_component_publishes_a_complete_artifact(kfp_local):
 
 
 def test_data_component_imports_a_finished_artifact_from_s3(kfp_local, s3_bucket, tmp_path):
-    from srcal import stages, store
+    from srcal import stages
+    from srcal.run import store
     from srcal.config import load_recipe
 
     uri = f"{s3_bucket}/components/data"
@@ -123,7 +124,7 @@ def test_data_component_refuses_an_unfinished_import(kfp_local, s3_bucket):
 
 def test_export_publishes_to_s3_with_markers(s3_bucket, tmp_path):
     from srcal.kubeflow import steps as kp
-    from srcal import store
+    from srcal.run import store
 
     parts = {}
     for name in ("report", "policy", "judge-eval"):
@@ -149,7 +150,7 @@ def _dir_with(d: Path, name: str) -> Path:
 
 
 def _s3_keys(prefix: str) -> list[str]:
-    from srcal import store
+    from srcal.run import store
 
     bucket, key = store.split_s3(prefix)
     pages = store.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
@@ -177,7 +178,7 @@ def _run_pipeline(root: Path, s3_prefix: str, overrides: list[str], shards: int 
 def test_whole_graph_wiring_under_kfp_local(tmp_path, s3_bucket, monkeypatch):
     """Every component of the compiled graph runs under kfp.local and hands its artifacts on: stand-in
     stages (tests/kfp_standin) except data and report, which are real; the export lands in moto S3."""
-    from srcal import store
+    from srcal.run import store
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "tests" / "kfp_standin"),
                                                       os.environ.get("PYTHONPATH", "")]))
@@ -226,7 +227,7 @@ def test_whole_graph_wiring_under_kfp_local(tmp_path, s3_bucket, monkeypatch):
 def test_a_failing_round_keeps_earlier_rounds_and_still_tears_down(tmp_path, s3_bucket, monkeypatch, capfd):
     """Round 2's align fails: round 1's artifacts stay complete, nothing later runs, nothing is exported,
     and the exit handler (judge teardown) still runs and sees the failure."""
-    from srcal import store
+    from srcal.run import store
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "tests" / "kfp_standin"),
                                                       os.environ.get("PYTHONPATH", "")]))
@@ -273,7 +274,7 @@ def _real_run(tmp_path, s3_bucket, overrides, label):
     assert [r["name"] for r in metrics["rounds"]] == ["base", "rft", "round1", "round2", "round3"]
     (run_id,) = {k.split("/")[1] for k in keys}
     assert {k.split("/")[2] for k in keys} == {"judge-eval", "policy", "report"}
-    from srcal import store
+    from srcal.run import store
 
     for part in ("judge-eval", "policy", "report"):
         assert store.is_complete(f"{s3_bucket}/kfp-local-{label}/{run_id}/{part}")

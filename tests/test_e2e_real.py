@@ -197,7 +197,7 @@ def test_llava15_through_the_kfp_local_pipeline(tmp_path, releases, s3_bucket):
     from kfp import local
 
     from srcal.kubeflow import client as kp
-    from srcal import store
+    from srcal.run import store
 
     dirs, answers = releases
     model, judge = shrunk_model(LLAVA15), shrunk_model(QWEN25_JUDGE)

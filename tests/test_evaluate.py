@@ -126,7 +126,7 @@ def test_eval_cli_on_base_and_model_artifact(tmp_path):
     recipe = load_recipe("tiny", sets)
     execute("data", recipe, {}, str(tmp_path / "data"))
     base = build_tiny_from_recipe(recipe, tmp_path / "base")
-    from srcal import store
+    from srcal.run import store
 
     store.publish(base, str(tmp_path / "base_pub"), marker={"stage": "base"})
     args = [a for s in sets for a in ("--set", s)]

@@ -1,4 +1,4 @@
-"""Injected faults on loopback (tests/faultproxy.py): S3 between srcal.store and the moto server, and the
+"""Injected faults on loopback (tests/faultproxy.py): S3 between srcal.run.store and the moto server, and the
 teacher / labeller / judge endpoints between srcal.client and a stub OpenAI server.
 
 What must hold under every fault: the operation is retried and succeeds, and an artifact is never read as
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from faultproxy import FaultProxy
 
-from srcal import stages, store
+from srcal import stages
+from srcal.run import store
 from srcal.config import load_recipe
 
 # Three kinds of file a stage writes: a JSONL table, a binary image, and (multipart cases) a weights file
@@ -47,7 +48,7 @@ def _read(d: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def faulty_s3(s3_bucket, monkeypatch, tmp_path):
-    """The session's moto server behind a FaultProxy; every srcal.store call in the test goes through it."""
+    """The session's moto server behind a FaultProxy; every srcal.run.store call in the test goes through it."""
     proxy = FaultProxy(os.environ["AWS_ENDPOINT_URL"])
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     monkeypatch.setenv("SRCAL_CACHE_DIR", str(tmp_path / "cache"))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from srcal import flow, stages
+from srcal import stages
+from srcal.run import flow
 from srcal.config import load_recipe
 
 CALLS: Counter = Counter()
@@ -144,7 +145,7 @@ def test_flow_runs_resumes_after_a_failure_and_retries(fake_stages, tmp_path):
 
 
 def test_flow_to_s3(fake_stages, s3_bucket, request):
-    from srcal import store
+    from srcal.run import store
 
     out = f"{s3_bucket}/{request.node.name}"
     result = flow.run_flow(load_recipe("tiny", ["rounds=1"]), out)
@@ -157,7 +158,7 @@ def test_flow_to_s3(fake_stages, s3_bucket, request):
 
 def test_seed_from_copies_only_complete_artifacts(tmp_path):
     """--from copies finished artifacts (marker present) and leaves half-written ones behind."""
-    from srcal import store
+    from srcal.run import store
 
     recipe = load_recipe("tiny", ["rounds=1"])
     src = tmp_path / "main"
@@ -178,7 +179,8 @@ def test_report_shows_the_search_time_of_a_sharded_search(tmp_path):
     """Bug 5: with search.shards > 1 the report's round<k>_search was the merge's own ~0.0 s. The merge now
     carries its shards' timings (3.0 s + 5.0 s, from their summary.json): the report shows 8.0 s plus the
     merge's own time, and the summary keeps the ParallelFor's wall time (max = 5.0 s) too."""
-    from srcal import report, store
+    from srcal import report
+    from srcal.run import store
 
     recipe = load_recipe("tiny", ["rounds=1", "search.shards=2"])
     steps = {s.key: s for s in flow.plan_run(recipe, str(tmp_path / "run"))}

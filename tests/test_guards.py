@@ -76,7 +76,7 @@ def hostile(tmp_path_factory):
     is within the character limit but encodes to more than the tiny model's 1,024-token context."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from srcal import store
+    from srcal.run import store
     from srcal.config import load_recipe
     from srcal.rationale import build_tiny_from_recipe
     from srcal.stages import execute

@@ -1,4 +1,4 @@
-"""srcal.jsonl: the one JSONL reader/writer, and a source walk that keeps every stage on it."""
+"""srcal.run.jsonl: the one JSONL reader/writer, and a source walk that keeps every stage on it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from srcal import jsonl
+from srcal.run import jsonl
 from srcal.data.schema import read_jsonl as read_samples
 
 SEPARATORS = "\u0085\u2028\u2029\x0b\x0c\x1c\x1d\x1e"  # every character str.splitlines() breaks at, bar \r \n
@@ -76,7 +76,7 @@ def test_deep_nesting_is_quarantined(tmp_path):
 def test_without_a_rejected_list_bad_lines_are_logged_with_file_and_line(tmp_path, caplog):
     p = tmp_path / "x.jsonl"
     p.write_bytes(b'{"id": 1}\nnot json\n')
-    with caplog.at_level(logging.WARNING, logger="srcal.jsonl"):
+    with caplog.at_level(logging.WARNING, logger="srcal.run.jsonl"):
         assert jsonl.read_jsonl(p) == [{"id": 1}]
     assert f"{p}:2: malformed JSON" in caplog.text
 
@@ -176,7 +176,7 @@ def _loads_of(nodes, names: set[str]) -> list[ast.Call]:
 
 
 def jsonl_violations(source: str, name: str) -> list[str]:
-    """Ways of reading JSONL that bypass :mod:`srcal.jsonl`, found in one module's source: a private
+    """Ways of reading JSONL that bypass :mod:`srcal.run.jsonl`, found in one module's source: a private
     ``_*jsonl*`` helper, ``.splitlines()`` on file text, and ``json.loads`` of a loop variable (parsing
     line by line). Loading a whole JSON file inside a loop is fine."""
     out = []
@@ -222,10 +222,10 @@ def report(path):
     assert any(":11: json.loads in a comprehension" in v for v in found)
 
 
-def test_every_jsonl_read_in_the_package_goes_through_srcal_jsonl():
+def test_every_jsonl_read_in_the_package_goes_through_srcal_run_jsonl():
     found = []
     for path in sorted(SRC.rglob("*.py")):
-        if path.name == "jsonl.py" and path.parent == SRC:
+        if path.name == "jsonl.py" and path.parent == SRC / "run":
             continue
         found += jsonl_violations(path.read_text(encoding="utf-8"), str(path.relative_to(SRC)))
-    assert found == [], "read JSONL with srcal.jsonl.read_jsonl/iter_jsonl instead:\n" + "\n".join(found)
+    assert found == [], "read JSONL with srcal.run.jsonl.read_jsonl/iter_jsonl instead:\n" + "\n".join(found)

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 from faultproxy import FaultProxy
 
-from srcal import stages, store
+from srcal import stages
+from srcal.run import store
 from srcal.config import load_recipe
 
 SRCAL = Path(sys.executable).parent / "srcal"
@@ -272,7 +273,7 @@ def test_random_kills_of_srcal_run_resume_to_the_same_metrics(s3_bucket, tmp_pat
     (``-s``) for docs/reliability.md."""
     seed = int(os.environ.get("SRCAL_KILL_SEED", "14"))
     rng = random.Random(seed)
-    steps = [s.key for s in __import__("srcal.flow", fromlist=["plan_run"]).plan_run(
+    steps = [s.key for s in __import__("srcal.run.flow", fromlist=["plan_run"]).plan_run(
         load_recipe("tiny", RUN), "/x")]
     argv = ["run", *_sets(RUN)]
 

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from srcal.kubeflow import kserve
-from srcal.distributed import free_port
+from srcal.run.distributed import free_port
 from srcal.errors import ServeError
 from srcal.serve import servers
 from http_utils import send_json

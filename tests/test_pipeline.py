@@ -379,7 +379,7 @@ def test_bad_submissions_fail_before_any_upload(kfp_server, kwargs, message):
 
 
 def test_unreachable_host_fails_before_any_upload():
-    from srcal.distributed import free_port
+    from srcal.run.distributed import free_port
 
     with pytest.raises(kp.PipelineError, match="cannot reach the KFP API"):
         kpc.submit(host=f"http://127.0.0.1:{free_port()}", recipe="tiny", overrides=[], s3_secret="srcal-s3")

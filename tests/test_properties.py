@@ -12,7 +12,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from srcal import jsonl  # noqa: E402
+from srcal.run import jsonl  # noqa: E402
 from srcal.config import RecipeError, describe, load_recipe  # noqa: E402
 from srcal.data.rap import ParsedRAP, parse_rap, render_rap  # noqa: E402
 

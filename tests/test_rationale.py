@@ -316,7 +316,7 @@ def test_rft_resumes_after_interruption(base_dirs, data_dir, tmp_path):
     from transformers import TrainerCallback
 
     from srcal import rationale
-    from srcal.distributed import last_checkpoint
+    from srcal.run.distributed import last_checkpoint
 
     recipe = _recipe(tmp_path)
     inputs = {"base": base_dirs["llava"], "data": data_dir}

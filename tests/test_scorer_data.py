@@ -152,7 +152,8 @@ def real_run(tmp_path_factory):
     recipe (real-shaped parquet releases, an OpenAI-compatible labeller on loopback)."""
     import real_data
 
-    from srcal import flow, stages
+    from srcal import stages
+    from srcal.run import flow
 
     root = tmp_path_factory.mktemp("real")
     dirs = real_data.write_recipe_sources(root / "releases", 8, scale=0.25)

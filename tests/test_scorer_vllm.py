@@ -107,7 +107,7 @@ def test_served_and_in_process_judges_agree(judge_server, trained_judge, workloa
 
 
 def test_score_stage_over_http_resumes_after_an_unreachable_endpoint(judge_server, trained_judge, workload):
-    from srcal.distributed import free_port
+    from srcal.run.distributed import free_port
 
     from srcal.scorer.score import run_score
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from test_client import FaultyServer, chat_logprobs
 
-from srcal import store
+from srcal.run import store
 
 SRCAL = Path(sys.executable).parent / "srcal"
 SECRETS = {

@@ -1,4 +1,4 @@
-"""srcal.store against the local filesystem and a real S3 API (moto server, see conftest.s3_bucket)."""
+"""srcal.run.store against the local filesystem and a real S3 API (moto server, see conftest.s3_bucket)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from srcal import store
+from srcal.run import store
 
 
 def _fill(d: Path, files: dict[str, bytes]) -> Path:

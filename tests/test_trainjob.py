@@ -141,7 +141,8 @@ def test_multi_node_submits_one_rank_per_process(monkeypatch, tmp_path):
 def test_only_global_rank_0_publishes(tmp_path, monkeypatch):
     """In a multi-node TrainJob every torchrun process runs the stage; the stage runner publishes only
     from RANK 0 (rank 3 returns its summary and leaves the output untouched)."""
-    from srcal import stages, store
+    from srcal import stages
+    from srcal.run import store
     from srcal.config import load_recipe
 
     small = ["data.rft_size=8", "data.calib_size=4", "data.eval_size=4", "data.base_train_size=0"]

@@ -83,7 +83,7 @@ def start_vllm_server(
     Raises ``ServeError`` naming the log if the server exits or is not ready within ``startup_timeout_s``
     (init is 30-80 s on 2 cores).
     """
-    from srcal.distributed import free_port
+    from srcal.run.distributed import free_port
     from srcal.serve.servers import start_server, vllm_server_argv
     from srcal.serve.vllm_env import find_vllm_python, vllm_cpu_env
 

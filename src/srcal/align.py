@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from srcal.jsonl import read_jsonl
+from srcal.run.jsonl import read_jsonl
 
 log = logging.getLogger("srcal.align")
 
@@ -153,7 +153,7 @@ def train_dpo(recipe, pairs: list[dict[str, Any]], base_dir: Path, policy_dir: P
                       bf16=not on_cpu and recipe.model.dtype == "bfloat16")
     from transformers import PrinterCallback
 
-    from srcal.distributed import last_checkpoint
+    from srcal.run.distributed import last_checkpoint
 
     resume = last_checkpoint(out / "checkpoints")
     if resume:
@@ -209,7 +209,7 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(inputs["data"]) if "data" in inputs else None
     if recipe.align.world_size > 1:
-        from srcal.distributed import launch_torchrun
+        from srcal.run.distributed import launch_torchrun
 
         train = launch_torchrun("srcal.align:train_job", recipe, inputs, out, recipe.align.world_size,
                                 stage="align")
@@ -229,6 +229,6 @@ def run_align(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> dic
 
 
 def train_job(recipe, inputs: dict[str, Path], out: Path) -> dict[str, Any]:
-    """What each torchrun worker runs (``srcal.distributed.main``): the pairs that fit, then DPO."""
+    """What each torchrun worker runs (``srcal.run.distributed.main``): the pairs that fit, then DPO."""
     pairs, _ = fit_pairs(read_jsonl(inputs["pairs"] / "pairs.jsonl"), recipe.data.max_prompt_chars)
     return train_dpo(recipe, pairs, inputs["base"], inputs["policy"], inputs.get("data"), out)

@@ -88,7 +88,8 @@ def cmd_stage(args) -> int:
 
 def cmd_eval(args) -> int:
     """``srcal eval``: the ``eval`` stage on given artifacts; prints the round entry of metrics.json."""
-    from srcal import stages, store
+    from srcal import stages
+    from srcal.run import store
 
     inputs = {"model": args.model, "base": args.base or args.model, "data": args.data}
     options = {"round": args.round, "split": args.split}
@@ -114,7 +115,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from srcal import flow, preflight
+    from srcal import preflight
+    from srcal.run import flow
 
     recipe = _recipe(args)
     preflight.check(recipe)  # missing paths, processors or endpoints: one error before any stage runs
@@ -330,7 +332,7 @@ EXPECTED_ERRORS = frozenset({
     "srcal.config.schema.RecipeError",
     "srcal.data.schema.DataError",
     "srcal.errors.StageError",
-    "srcal.store.StoreError",
+    "srcal.run.store.StoreError",
     "srcal.kubeflow.steps.PipelineError",
     "srcal.models.loading.ModelArtifactError",
     "srcal.errors.ServeError",
@@ -372,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         for name in ("prefect.task_runs", "prefect.flow_runs"):
             logging.getLogger(name).addFilter(_NoExpectedTracebacks())
-    from srcal.store import quiet_wire_logs
+    from srcal.run.store import quiet_wire_logs
 
     quiet_wire_logs()  # -v must not print botocore's wire dumps (credentials in request headers)
     try:

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srcal.jsonl import read_jsonl, write_jsonl
+from srcal.run.jsonl import read_jsonl, write_jsonl
 
 log = logging.getLogger("srcal.curate")
 

@@ -1,9 +1,9 @@
 """The SRC method as one declarative plan of steps: what ``srcal run`` and the Kubeflow pipeline both build.
 
-Why one plan: the stage graph used to be written twice (``srcal.flow.plan_run`` and the pipeline
+Why one plan: the stage graph used to be written twice (``srcal.run.flow.plan_run`` and the pipeline
 module) and the two drifted — the pipeline never gave ``rscorer-data`` its candidates, so every real
 recipe stopped there on a cluster (issue 12, bug 1). Now :func:`build_plan` is the only place that says
-which stage runs, from which inputs, with which options; ``srcal.flow`` expands it into local steps
+which stage runs, from which inputs, with which options; ``srcal.run.flow`` expands it into local steps
 (:func:`expand`) and ``pipelines/srcal_pipeline.py`` turns each step into a KFP task, and
 ``tests/test_graph.py`` compiles the pipeline for every shipped recipe and compares its DAG with the plan.
 

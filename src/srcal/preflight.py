@@ -192,7 +192,7 @@ def _s3_source(key: str, uri: str, where: str, clients: dict) -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError:
         return [f"{key}: {uri} needs boto3 to read: pip install 'srcal[s3]'"] if where == "run" else []
-    from srcal import store
+    from srcal.run import store
 
     bucket, prefix = store.split_s3(uri)
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from srcal import jsonl
+from srcal.run import jsonl
 
 log = logging.getLogger("srcal.rationale")
 
@@ -325,7 +325,7 @@ def teacher_cache_path(recipe, out: Path) -> Path:
 
     Keyed by the teacher identity, so changing the teacher's model or prompt starts a new file.
     """
-    from srcal import store
+    from srcal.run import store
 
     ident = hashlib.sha256(json.dumps(teacher_identity(recipe), sort_keys=True).encode()).hexdigest()[:16]
     root = Path(recipe.teacher.cache_dir) if recipe.teacher.cache_dir else store.cache_root() / "teacher"
@@ -521,7 +521,7 @@ def train_sft(recipe, base_dir: Path, rows: list[dict], out: Path, *, callbacks=
     from trl import SFTConfig, SFTTrainer
 
     from srcal.models.chat import bos_like_inference, end_assistant_turns, end_token_ids
-    from srcal.distributed import last_checkpoint
+    from srcal.run.distributed import last_checkpoint
     from srcal.models.loading import load_lvlm, lora_config, pick_device
 
     c = recipe.rft
@@ -610,7 +610,7 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
     if recipe.rft.world_size > 1:
         # Workers read raps.jsonl from out, so the teacher is never asked twice (DDP, or DeepSpeed ZeRO
         # when rft.deepspeed names a config such as configs/deepspeed/zero2.json).
-        from srcal.distributed import launch_torchrun
+        from srcal.run.distributed import launch_torchrun
 
         stats = launch_torchrun("srcal.rationale:train_job", recipe, inputs, out, recipe.rft.world_size,
                                 stage="rft")
@@ -631,7 +631,7 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
 
 
 def train_job(recipe, inputs: dict[str, Path], out: Path) -> dict:
-    """What each torchrun worker runs (``srcal.distributed.main``): the rows from ``out/raps.jsonl``, then SFT."""
+    """What each torchrun worker runs (``srcal.run.distributed.main``): the rows from ``out/raps.jsonl``, then SFT."""
     raps = jsonl.read_jsonl(out / "raps.jsonl")
     rows, _ = _sft_rows(raps, inputs["data"])
     return train_sft(recipe, inputs["base"], rows, out)

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from srcal.jsonl import read_jsonl
+from srcal.run.jsonl import read_jsonl
 
 log = logging.getLogger("srcal.report")
 
@@ -428,7 +428,7 @@ def run_settings(run: Path) -> dict[str, Any]:
 
 def _model_hash(artifact: Path) -> str | None:
     """Content hash a finished artifact was published with (its completion marker), or None."""
-    from srcal import store
+    from srcal.run import store
 
     return (_read_json(artifact / store.MARKER) or {}).get("hash")
 

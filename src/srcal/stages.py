@@ -78,7 +78,7 @@ def resume_key(name: str, recipe: Recipe, input_hashes: dict[str, str], options:
 def execute(name: str, recipe: Recipe, inputs: dict[str, str], output: str, *,
             force: bool = False, **options: Any) -> dict:
     """Run stage ``name`` from input URIs to an output URI, resumably and atomically. Returns the summary."""
-    from srcal import store
+    from srcal.run import store
 
     if name not in STAGES:
         raise StageError(f"unknown stage {name!r}; known stages: {sorted(STAGES)}")

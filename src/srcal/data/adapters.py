@@ -285,7 +285,7 @@ def save_image(value: Any, dest: Path, parquet_dir: Path | None = None) -> None:
 
 def parquet_files(path: str) -> list[Path]:
     """Local parquet files for a source path: a file, a directory (recursively), or an ``s3://`` prefix."""
-    from srcal import store
+    from srcal.run import store
 
     if not path:
         raise ValueError("data.sources[].path is empty: point it at a parquet file or directory (local or s3://)")

@@ -22,8 +22,8 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from srcal import jsonl
-from srcal.jsonl import dumps_line, iter_jsonl
+from srcal.run import jsonl
+from srcal.run.jsonl import dumps_line, iter_jsonl
 
 CATEGORIES: tuple[str, ...] = ("perception", "chart", "math")
 REQUIRED_STR_FIELDS: tuple[str, ...] = ("id", "image", "question", "answer", "source")
@@ -178,7 +178,7 @@ def read_jsonl(path: str | os.PathLike, *, images_root: str | os.PathLike | None
                max_rejected_share: float, max_prompt_chars: int = 0) -> tuple[list[dict], list[dict]]:
     """Read a sample JSONL file: (valid rows, rejected entries).
 
-    Lines are read by :func:`srcal.jsonl.iter_jsonl` (bytes split on ``\\n``, each line decoded alone), so
+    Lines are read by :func:`srcal.run.jsonl.iter_jsonl` (bytes split on ``\\n``, each line decoded alone), so
     rejected also holds lines that are not UTF-8, not JSON, longer than the reader's line limit, or a torn
     last line. Then rows that are not objects, rows with missing/ill-typed fields or unknown categories,
     duplicate ids (the later one), prompts over ``max_prompt_chars`` (recipe ``data.max_prompt_chars``;

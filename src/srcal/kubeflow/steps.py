@@ -136,7 +136,7 @@ def run_score_step(recipe: str, overrides: str, judge_serving: str, judge_url: s
 
 def import_artifact(uri: str, dest: str) -> None:
     """Copy the finished srcal artifact at ``uri`` (local or s3://) into ``dest``, marker included."""
-    from srcal import store
+    from srcal.run import store
 
     if not store.is_complete(uri):
         raise PipelineError(f"{uri}: not a finished srcal artifact (no {store.MARKER}); for data_uri, build it "
@@ -152,7 +152,7 @@ def extract_files(src: str, dest: str, names: list[str]) -> None:
     Why: the KFP launcher downloads every input in full, so a step that needs a model's metrics or
     summary (report, export) gets this extract instead of the weights.
     """
-    from srcal import store
+    from srcal.run import store
 
     origin = store.read_marker(src)
     scratch = store.scratch_dir(dest)
@@ -216,7 +216,7 @@ def run_report(recipe: str, overrides: str, parts: dict[str, str], report_dir: s
 def export_run(s3_prefix: str, run_id: str, parts: dict[str, str]) -> list[str]:
     """Publish each finished artifact in ``parts`` to ``<s3_prefix>/<run_id>/<name>`` with its own
     completion marker (upload first, marker last), keeping the producing stage's resume key."""
-    from srcal import store
+    from srcal.run import store
 
     if not s3_prefix:
         print("s3_prefix is empty: nothing exported")

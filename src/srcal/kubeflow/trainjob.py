@@ -124,7 +124,7 @@ def run_training_stage(stage: str, recipe: str, overrides: str, inputs: dict, ou
                        options: dict[str, str] | None = None,
                        runtime: str = "torch-distributed", api=None) -> None:
     """Run a training stage for a component; ``inputs`` and ``output`` are KFP artifacts (``.path``/``.uri``)."""
-    from srcal import store
+    from srcal.run import store
     from srcal.kubeflow import steps
 
     if stage not in SECTIONS:

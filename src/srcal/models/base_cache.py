@@ -62,7 +62,7 @@ def shipped_dir() -> Path | None:
 
 
 def cache_dir(key: str) -> Path:
-    from srcal import store
+    from srcal.run import store
 
     return store.cache_root() / "tiny-base" / key
 

@@ -56,13 +56,13 @@ def write_base_pointer(out: str | Path, base: str, family: str) -> Path:
 def resolve_base(base_dir: str | Path) -> str:
     """Where the base weights are: the directory itself, or what its ``srcal_model.json`` points at.
 
-    An ``s3://`` pointer is materialised into the local cache first (``srcal.store``).
+    An ``s3://`` pointer is materialised into the local cache first (``srcal.run.store``).
     """
     target = read_meta(base_dir).get("base")
     if not target:
         return str(base_dir)
     if str(target).startswith("s3://"):
-        from srcal import store
+        from srcal.run import store
 
         return str(store.materialize(target))
     return str(target)

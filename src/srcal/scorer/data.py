@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from srcal.jsonl import read_jsonl, write_jsonl
+from srcal.run.jsonl import read_jsonl, write_jsonl
 
 log = logging.getLogger("srcal.scorer.data")
 

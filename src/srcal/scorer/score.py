@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from srcal.data.schema import prompt_chars_problem
-from srcal.jsonl import append_jsonl, read_jsonl, write_jsonl
+from srcal.run.jsonl import append_jsonl, read_jsonl, write_jsonl
 from srcal.scorer import judge_format
 
 log = logging.getLogger("srcal.scorer.score")

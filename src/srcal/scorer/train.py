@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from srcal.jsonl import read_jsonl, write_jsonl
+from srcal.run.jsonl import read_jsonl, write_jsonl
 from srcal.scorer import judge_format
 
 log = logging.getLogger("srcal.scorer.train")

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from srcal import jsonl
+from srcal.run import jsonl
 from srcal.search.beam import Beam, SearchParams
 from srcal.search.sentences import END_CUT
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from srcal import jsonl
+from srcal.run import jsonl
 from srcal.search.beam import SearchParams, beam_search
 from srcal.search.candidates import (
     CandidateWriter,

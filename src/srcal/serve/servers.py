@@ -103,7 +103,7 @@ def serve_judge_locally(judge_dir: str | Path, *, gpu: bool, log_path: str | Non
     Without a GPU, vLLM-CPU needs fp32, eager mode and its CPU environment
     (:func:`srcal.serve.vllm_env.vllm_cpu_env`).
     """
-    from srcal.distributed import free_port
+    from srcal.run.distributed import free_port
     from srcal.serve.vllm_env import vllm_cpu_env
 
     port = free_port()

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-log = logging.getLogger("srcal.jsonl")
+log = logging.getLogger("srcal.run.jsonl")
 
 # A JSON row in any srcal artifact is a sample, a candidate or a judgment: kilobytes. 32 MiB is far above
 # any honest row and far below what hurts a machine; a longer line is quarantined without being held whole.

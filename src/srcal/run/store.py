@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("srcal.store")
+log = logging.getLogger("srcal.run.store")
 
 MARKER = "_SRCAL_COMPLETE.json"
 # Written first and removed last by an S3 publish: lets a later publish tell the debris of a crashed

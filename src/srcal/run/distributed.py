@@ -3,7 +3,7 @@
 Both stages scale across a pod's GPUs the same way (torchrun, not a home-made launcher: it is what
 DeepSpeed and TRL expect): the stage writes a job file (recipe + input paths + output dir + the training
 function as ``"module:function"``) into its scratch directory and starts
-``python -m torch.distributed.run --nproc_per_node=N -m srcal.distributed <job>``; each worker (:func:`main`)
+``python -m torch.distributed.run --nproc_per_node=N -m srcal.run.distributed <job>``; each worker (:func:`main`)
 rebuilds the recipe and calls the function (DDP, or DeepSpeed ZeRO when the recipe names a config). Rank 0
 writes ``_train_summary.json``, which the launching stage returns. Multi-node runs go through a Kubeflow
 Trainer job instead (``srcal.kubeflow.trainjob``), which runs the same stage command on every node.
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("srcal.distributed")
+log = logging.getLogger("srcal.run.distributed")
 
 
 def free_port() -> int:
@@ -58,7 +58,7 @@ def launch_torchrun(train: str, recipe, inputs: dict[str, Path], out: Path, worl
         # DeepSpeed's CPU accelerator + gloo: without it DeepSpeed looks for CUDA and fails to start
         env.setdefault("DS_ACCELERATOR", "cpu")
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world_size}",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "srcal.distributed", str(job)]
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "srcal.run.distributed", str(job)]
     log.info("%s: launching %s", stage, " ".join(cmd))
     proc = subprocess.run(cmd, env=env, check=False)
     if proc.returncode != 0:

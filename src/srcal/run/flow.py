@@ -38,11 +38,11 @@ from typing import Any
 
 from srcal.graph import Step, round_names  # noqa: F401 - re-exported: flow.Step, flow.round_names
 
-log = logging.getLogger("srcal.flow")
+log = logging.getLogger("srcal.run.flow")
 
 
 def _join(root: str, rel: str) -> str:
-    from srcal import store
+    from srcal.run import store
 
     return store.join(root, *rel.split("/"))
 
@@ -76,7 +76,7 @@ def configure_prefect(out: str) -> None:
     """
     import hashlib
 
-    from srcal import store
+    from srcal.run import store
 
     if store.is_s3(out):
         home = store.cache_root() / "prefect" / hashlib.sha256(out.encode()).hexdigest()[:12]
@@ -152,7 +152,7 @@ def seed_from(steps: list[Step], source: str, out: str) -> list[str]:
     """
     import shutil
 
-    from srcal import store
+    from srcal.run import store
 
     if store.is_s3(source) or store.is_s3(out):
         raise ValueError("--from works between local run directories")
@@ -177,7 +177,7 @@ def run_flow(recipe, out: str | None = None, *, retries: int = 1, force: list[st
     ``force`` lists step keys (e.g. ``round1/align``) to recompute even if complete; ``seed_run`` is a
     finished run directory whose artifacts are copied in first (:func:`seed_from`).
     """
-    from srcal import store
+    from srcal.run import store
 
     out = (out or default_out(recipe.name)).rstrip("/")
     if not store.is_s3(out):
@@ -257,7 +257,7 @@ class _terminate_as_exit:
 def publish_run_files(out: str, wall_s: float, rows: list[dict[str, Any]]) -> None:
     """Copy ``metrics.json``, ``report.md`` and ``report.html`` from ``report/`` to the run directory's
     top, adding this invocation's wall time and what ran or was skipped (``run`` key) to metrics.json."""
-    from srcal import store
+    from srcal.run import store
 
     report = store.join(out, "report")
     metrics = store.read_json(report, "metrics.json")
