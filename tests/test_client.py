@@ -1,4 +1,4 @@
-"""srcal.client against a loopback HTTP server that injects the failures real endpoints produce.
+"""srcal.serve.client against a loopback HTTP server that injects the failures real endpoints produce.
 
 The server is stdlib ``http.server`` in a thread on 127.0.0.1. Each request names a *scenario* in its
 ``model`` field; the scenario is a list of behaviours served in order (the last one repeats), so a test

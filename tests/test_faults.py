@@ -1,5 +1,5 @@
 """Injected faults on loopback (tests/faultproxy.py): S3 between srcal.run.store and the moto server, and the
-teacher / labeller / judge endpoints between srcal.client and a stub OpenAI server.
+teacher / labeller / judge endpoints between srcal.serve.client and a stub OpenAI server.
 
 What must hold under every fault: the operation is retried and succeeds, and an artifact is never read as
 complete unless every byte matches its completion marker. Each row of docs/reliability.md ("Injected
