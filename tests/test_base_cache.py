@@ -33,25 +33,25 @@ def data_dir(tmp_path):
 def test_base_is_trained_once_then_restored(data_dir, tmp_path, monkeypatch):
     """First call trains and fills the cache; the second restores byte-identical weights without training;
     a changed base_train value (lr) is a new key and trains again; cache=false never reads the cache."""
-    from srcal import rationale
+    from srcal.rft import base
     from srcal.models import base_cache
 
     monkeypatch.setenv("SRCAL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(base_cache, "shipped_dir", lambda: None)  # the shipped base is for the real recipe
     trained = []
-    real_train = rationale.train_tiny_base
-    monkeypatch.setattr(rationale, "train_tiny_base", lambda *a: trained.append(1) or real_train(*a))
+    real_train = base.train_tiny_base
+    monkeypatch.setattr(base, "train_tiny_base", lambda *a: trained.append(1) or real_train(*a))
 
-    first = rationale.run_base(_recipe(), {"data": data_dir}, tmp_path / "b1")
-    second = rationale.run_base(_recipe(), {"data": data_dir}, tmp_path / "b2")
+    first = base.run_base(_recipe(), {"data": data_dir}, tmp_path / "b1")
+    second = base.run_base(_recipe(), {"data": data_dir}, tmp_path / "b2")
     assert len(trained) == 1 and "from_cache" not in first and second["from_cache"] == "cache"
     assert second["base_key"] == first["base_key"] and second["counts"] == first["counts"]
     for f in ("model.safetensors", "config.json", "tokenizer.json", "train_log.jsonl"):
         assert (tmp_path / "b2" / f).read_bytes() == (tmp_path / "b1" / f).read_bytes(), f
 
-    other = rationale.run_base(_recipe("base_train.lr=1e-3"), {"data": data_dir}, tmp_path / "b3")
+    other = base.run_base(_recipe("base_train.lr=1e-3"), {"data": data_dir}, tmp_path / "b3")
     assert len(trained) == 2 and other["base_key"] != first["base_key"]
-    rationale.run_base(_recipe("base_train.cache=false"), {"data": data_dir}, tmp_path / "b4")
+    base.run_base(_recipe("base_train.cache=false"), {"data": data_dir}, tmp_path / "b4")
     assert len(trained) == 3
     # the cache switch is not part of the key: the same weights either way
     assert base_cache.base_key(_recipe("base_train.cache=false"), data_dir) == first["base_key"]
@@ -59,20 +59,20 @@ def test_base_is_trained_once_then_restored(data_dir, tmp_path, monkeypatch):
 
 def test_shipped_base_matches_its_key_and_ship_copies_an_artifact(data_dir, tmp_path, monkeypatch):
     """A shipped folder is used only when its key matches; ``ship`` takes the key from summary.json."""
-    from srcal import rationale
+    from srcal.rft import base
     from srcal.models import base_cache
 
     monkeypatch.setenv("SRCAL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(base_cache, "shipped_dir", lambda: None)
     art = tmp_path / "art"
-    summary = rationale.run_base(_recipe("base_train.cache=false"), {"data": data_dir}, art)
+    summary = base.run_base(_recipe("base_train.cache=false"), {"data": data_dir}, art)
     (art / "summary.json").write_text(json.dumps({"stage": "base", **summary, "resume_key": "x"}))
     pkg = tmp_path / "pkg"
     saved = base_cache.save(summary["base_key"], art, json.loads((art / "summary.json").read_text()), pkg)
     assert json.loads((saved / base_cache.KEY_FILE).read_text())["key"] == summary["base_key"]
     assert "resume_key" not in json.loads((saved / base_cache.SUMMARY_FILE).read_text())
     monkeypatch.setattr(base_cache, "shipped_dir", lambda: pkg)
-    got = rationale.run_base(_recipe(), {"data": data_dir}, tmp_path / "from-pkg")
+    got = base.run_base(_recipe(), {"data": data_dir}, tmp_path / "from-pkg")
     assert got["from_cache"] == "package"
     assert (tmp_path / "from-pkg" / "model.safetensors").read_bytes() == (art / "model.safetensors").read_bytes()
     assert base_cache.find("some-other-key") is None

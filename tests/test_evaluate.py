@@ -117,7 +117,7 @@ def test_eval_cli_on_base_and_model_artifact(tmp_path):
     from srcal.cli import main
     from srcal.config import LoraConfig, load_recipe
     from srcal.models.loading import load_lvlm, lora_config, new_model_artifact
-    from srcal.rationale import build_tiny_from_recipe
+    from srcal.rft.base import build_tiny_from_recipe
     from srcal.stages import execute
 
     sets = ["model.tiny.vision_hidden=32", "model.tiny.text_hidden=64", "model.tiny.text_heads=1",

@@ -236,7 +236,7 @@ def test_teacher_endpoint_faults_lose_no_sample(tmp_path):
     from test_client import FaultyServer, chat_ok
 
     from srcal.data import shapes
-    from srcal.rationale import augment
+    from srcal.rft.teacher import augment
 
     server = FaultyServer()
     server.script("teacher", chat_ok("The scene shows shapes.\nAnswer: 2"))

@@ -78,7 +78,7 @@ def hostile(tmp_path_factory):
     torch.set_num_threads(1)
     from srcal.run import store
     from srcal.config import load_recipe
-    from srcal.rationale import build_tiny_from_recipe
+    from srcal.rft.base import build_tiny_from_recipe
     from srcal.stages import execute
 
     tmp_path = tmp_path_factory.mktemp("hostile")

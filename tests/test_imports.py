@@ -130,7 +130,6 @@ def test_no_import_cycle():
 LONG_FOR_NOW = {
     "srcal.data.oracle": "the shapes-world oracle (claims, assessment, teacher, corruptions, judge): one file "
                          "while its teacher and judge change under the effect work",
-    "srcal.rationale": "stage 1 (base model and RFT in one file): split into base / teacher / SFT",
 }
 
 

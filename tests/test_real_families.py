@@ -279,7 +279,7 @@ def _spy(monkeypatch, name):
 
 def _rft(release, data_dir, out, monkeypatch):
     from srcal.models.loading import new_model_artifact
-    from srcal.rationale import _sft_rows, train_sft
+    from srcal.rft.sft import _sft_rows, train_sft
 
     recipe = _recipe(release, "rft.batch_size=1", "rft.grad_accum=1", "rft.lr=1e-2", "rft.save_steps=0",
                      "rft.warmup_ratio=0", "rft.logging_steps=1")

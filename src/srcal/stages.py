@@ -36,8 +36,8 @@ log = logging.getLogger("srcal.stages")
 # A stage's resume key = hash(those recipe sections + the input artifacts' content hashes + options).
 STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "data": ("srcal.data.build:run_data_build", ("seed", "data")),
-    "base": ("srcal.rationale:run_base", ("seed", "data", "model", "base_train", "device")),
-    "rft": ("srcal.rationale:run_rft", ("seed", "model", "teacher", "rft", "rap_answer_prefix", "device")),
+    "base": ("srcal.rft.base:run_base", ("seed", "data", "model", "base_train", "device")),
+    "rft": ("srcal.rft.sft:run_rft", ("seed", "model", "teacher", "rft", "rap_answer_prefix", "device")),
     "eval": ("srcal.evaluate:run_eval", ("seed", "model", "eval", "rap_answer_prefix", "device")),
     # rounds: with search.fresh_per_round, round k's calibration slice depends on how many rounds share it
     "search": ("srcal.search.stage:run_search", ("seed", "rounds", "model", "search", "rap_answer_prefix", "device")),

@@ -5,7 +5,7 @@ What the rft/align components call (:func:`run_training_stage`), two ways to run
 
 * one node (``num_nodes == 1``): :func:`srcal.kubeflow.steps.run_stage` in the pod. With
   ``<section>.world_size > 1`` the stage itself re-launches its training under ``torchrun`` across the
-  pod's GPUs (DDP, or DeepSpeed ZeRO from ``<section>.deepspeed``): srcal.rationale / srcal.align.
+  pod's GPUs (DDP, or DeepSpeed ZeRO from ``<section>.deepspeed``): srcal.rft.sft / srcal.align.
 * several nodes (``num_nodes > 1``): a Kubeflow Trainer v2 ``TrainJob`` on the ``torch-distributed``
   ClusterTrainingRuntime running ``torchrun -m srcal.cli stage … --set <section>.world_size=1``: the
   runtime's torchrun starts one process per GPU on every node (``PET_NNODES``, ``PET_NODE_RANK``,

@@ -2,7 +2,7 @@
 
 The base model is not part of SRC — real recipes start from published weights (``model.base`` is a hub id
 or path) — yet the tiny recipe has no published weights to start from and trains its own from scratch
-(:func:`srcal.rationale.train_tiny_base`), the slowest step of a CPU run after the judge. So the ``base``
+(:func:`srcal.rft.base.train_tiny_base`), the slowest step of a CPU run after the judge. So the ``base``
 stage first looks for a finished tiny base trained from exactly the same inputs:
 
 1. the copy shipped as package data (``srcal/models/tiny_base/``): the output of ``srcal stage base`` on

@@ -1,4 +1,4 @@
-"""srcal.rationale: the base stage, RAP augmentation (oracle, dataset, endpoint failure paths, cache), and
+"""srcal.rft: the base stage, RAP augmentation (oracle, dataset, endpoint failure paths, cache), and
 LoRA RFT with TRL on tiny LLaVA and tiny Qwen2-VL, including resume after an interruption."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def base_dirs(tmp_path_factory, data_dir):
     """A (barely) trained tiny base of each family, via the real ``base`` stage."""
-    from srcal.rationale import run_base
+    from srcal.rft.base import run_base
 
     dirs = {}
     for fam in ("llava", "qwen2_vl"):
@@ -60,12 +60,13 @@ def base_dirs(tmp_path_factory, data_dir):
 
 def test_encode_example_labels_only_the_completion(base_dirs, data_dir):
     from srcal.models.loading import load_processor, plain_question_messages
-    from srcal.rationale import IGNORE_INDEX, _load_image, encode_example
+    from srcal.rft.base import IGNORE_INDEX, encode_example
+    from srcal.rft.inputs import load_image
 
     proc = load_processor(base_dirs["llava"])
     row = json.loads((data_dir / "rft.jsonl").read_text().splitlines()[0])
     ex = encode_example(proc, plain_question_messages(row["question"]), "red.\nAnswer: red",
-                        _load_image(data_dir, row["image"]))
+                        load_image(data_dir, row["image"]))
     kept = ex["labels"][ex["labels"] != IGNORE_INDEX]
     assert proc.tokenizer.decode(kept) == "red.\nAnswer: red<|im_end|>\n"
     assert (ex["labels"][: len(ex["labels"]) - len(kept)] == IGNORE_INDEX).all()
@@ -75,12 +76,13 @@ def test_encode_example_labels_only_the_completion(base_dirs, data_dir):
 def test_batched_encoding_equals_one_by_one(family, base_dirs, data_dir):
     """Chunked processor calls cut back per example must give exactly the unbatched tensors."""
     from srcal.models.loading import load_processor, plain_question_messages
-    from srcal.rationale import _load_image, encode_examples
+    from srcal.rft.base import encode_examples
+    from srcal.rft.inputs import load_image
 
     proc = load_processor(base_dirs[family])
     rows = _rows(data_dir, 5)
     items = [(plain_question_messages(r["question"]), f"x{'y ' * i}\nAnswer: {r['answer']}",
-              _load_image(data_dir, r["image"])) for i, r in enumerate(rows)]
+              load_image(data_dir, r["image"])) for i, r in enumerate(rows)]
     batched = encode_examples(proc, items, chunk=3)
     single = [encode_examples(proc, [it], chunk=1)[0] for it in items]
     for b, s in zip(batched, single):
@@ -92,7 +94,7 @@ def test_batched_encoding_equals_one_by_one(family, base_dirs, data_dir):
 def test_base_stage_trains_tiny_and_points_at_real_models(base_dirs, data_dir, tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    from srcal.rationale import build_tiny_from_recipe, run_base
+    from srcal.rft.base import build_tiny_from_recipe, run_base
 
     log = [json.loads(x) for x in (base_dirs["llava"] / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 3 and all(x["loss"] == x["loss"] and x["loss"] < 50 for x in log)  # finite
@@ -115,7 +117,7 @@ def _rows(data_dir: Path, n: int | None = None) -> list[dict]:
 
 
 def test_oracle_augmentation_filters_and_caches(data_dir, tmp_path):
-    from srcal.rationale import augment, teacher_cache_path
+    from srcal.rft.teacher import augment, teacher_cache_path
 
     recipe = _recipe(tmp_path)
     rows = _rows(data_dir)
@@ -130,7 +132,7 @@ def test_oracle_augmentation_filters_and_caches(data_dir, tmp_path):
 
 
 def test_dataset_rationales_become_raps(data_dir, tmp_path):
-    from srcal.rationale import augment
+    from srcal.rft.teacher import augment
 
     recipe = _recipe(tmp_path, "teacher.kind=dataset")
     rows = _rows(data_dir, 3)
@@ -186,7 +188,7 @@ class _Teacher(BaseHTTPRequestHandler):
 def test_endpoint_teacher_failure_paths_and_cache(data_dir, tmp_path):
     """Per sample: ok; 503 then ok (retried); timeout forever; garbage forever; unparseable forever; a wrong
     answer (answer-match filter). A second run pays only for the failures, never for cached successes."""
-    from srcal.rationale import augment
+    from srcal.rft.teacher import augment
 
     plan = {"alpha": ["ok"], "bravo": ["http503", "ok"], "charlie": ["slow"], "delta": ["garbage"], "echo": ["noanswer"],
             "foxtrot": ["wrong"], "golf": ["http500", "http502", "ok"]}
@@ -229,7 +231,7 @@ def _adapter(path: Path) -> dict:
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_rft_trains_lora_on_language_model_only(family, base_dirs, data_dir, tmp_path):
     from srcal.models.loading import load_lvlm, load_policy, read_meta
-    from srcal.rationale import run_rft
+    from srcal.rft.sft import run_rft
 
     out = tmp_path / "rft"
     summary = run_rft(_recipe(tmp_path, f"model.family={family}"), {"base": base_dirs[family], "data": data_dir}, out)
@@ -251,7 +253,7 @@ def test_rft_trains_lora_on_language_model_only(family, base_dirs, data_dir, tmp
 def test_rft_quarantines_bad_images(base_dirs, data_dir, tmp_path):
     import shutil
 
-    from srcal.rationale import run_rft
+    from srcal.rft.sft import run_rft
 
     d = tmp_path / "data"
     shutil.copytree(data_dir, d)
@@ -268,7 +270,7 @@ def test_caption_prompts_vary_only_when_asked():
     """No extra prompts: every row gets the main one. Two extra: 300 draws from 3 prompts use each one
     (P(a prompt never drawn) = 3 * (2/3)^300, about 1e-52), the same seed repeats the list and
     another seed changes it."""
-    from srcal.rationale import caption_prompts
+    from srcal.rft.base import caption_prompts
 
     assert caption_prompts("Describe the image.", [], 4, seed=0) == ["Describe the image."] * 4
     extra = ["Describe.", "What do you see?"]
@@ -283,7 +285,7 @@ def test_caption_rows_share_form_and_cycle(data_dir):
     3 RAP rows with only 2 scene samples: 3 captions, the pool cycled (the third repeats the first);
     a sample without a scene never becomes a caption; share 0 adds none."""
     from srcal.data.shapes import describe_scene
-    from srcal.rationale import caption_rows
+    from srcal.rft.sft import caption_rows
 
     rows = _rows(data_dir)[:3]
     rows[2] = {k: v for k, v in rows[2].items() if k != "scene"}
@@ -302,7 +304,7 @@ def test_caption_rows_share_form_and_cycle(data_dir):
 def test_rft_mixes_caption_rows(base_dirs, data_dir, tmp_path):
     """16 RAP rows and rft.caption_share 0.2: round(16 * 0.2 / 0.8) = 4 caption rows, 20 trained; at batch
     4 and one epoch that is 5 optimizer steps instead of 4."""
-    from srcal.rationale import run_rft
+    from srcal.rft.sft import run_rft
 
     summary = run_rft(_recipe(tmp_path, "rft.caption_share=0.2", "rft.save_steps=0"),
                       {"base": base_dirs["llava"], "data": data_dir}, tmp_path / "rft")
@@ -315,30 +317,30 @@ def test_rft_resumes_after_interruption(base_dirs, data_dir, tmp_path):
     uninterrupted run ends (same adapter weights)."""
     from transformers import TrainerCallback
 
-    from srcal import rationale
+    from srcal.rft import sft
     from srcal.run.distributed import last_checkpoint
 
     recipe = _recipe(tmp_path)
     inputs = {"base": base_dirs["llava"], "data": data_dir}
     ref = tmp_path / "ref"
-    rationale.run_rft(recipe, inputs, ref)
+    sft.run_rft(recipe, inputs, ref)
 
     class Kill(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             if state.global_step == 3:
                 raise KeyboardInterrupt("simulated kill")
 
-    real_train = rationale.train_sft
+    real_train = sft.train_sft
     out = tmp_path / "interrupted"
     try:
-        rationale.train_sft = lambda *a, **kw: real_train(*a, **kw, callbacks=[Kill()])
+        sft.train_sft = lambda *a, **kw: real_train(*a, **kw, callbacks=[Kill()])
         with pytest.raises(KeyboardInterrupt):
-            rationale.run_rft(recipe, inputs, out)
+            sft.run_rft(recipe, inputs, out)
     finally:
-        rationale.train_sft = real_train
+        sft.train_sft = real_train
     assert last_checkpoint(out / "checkpoints").name == "checkpoint-2"
     assert not (out / "adapter_model.safetensors").exists()
-    summary = rationale.run_rft(recipe, inputs, out)
+    summary = sft.run_rft(recipe, inputs, out)
     assert summary["train"]["resumed_from_step"] == 2 and summary["train"]["steps"] == 4
     a, b = _adapter(ref), _adapter(out)
     assert a.keys() == b.keys()
@@ -352,7 +354,7 @@ def test_rft_two_processes_on_cpu(deepspeed, base_dirs, data_dir, tmp_path):
     """The multi-GPU path, smoke-tested with 2 CPU processes (torchrun + gloo; DeepSpeed's CPU accelerator).
     The first ZeRO run JIT-compiles DeepSpeed's shm op (~2.5 min)."""
     from srcal.models.loading import read_meta
-    from srcal.rationale import run_rft
+    from srcal.rft.sft import run_rft
 
     repo = Path(__file__).resolve().parents[1]
     extra = ["rft.world_size=2", "rft.save_steps=0"]
