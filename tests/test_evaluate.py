@@ -62,7 +62,7 @@ def test_response_answer_short_and_rap():
 
 def _shapes_samples(n=40):
     from srcal.config import ShapesWorldConfig
-    from srcal.data import shapes
+    from srcal.world import shapes
 
     out = []
     for cat in ("perception", "chart", "math"):
@@ -75,11 +75,11 @@ def test_metrics_on_oracle_and_short_answers():
     format 0, no factuality. Oracle RAP with a wrong answer line: accuracy 0, inconsistent."""
     import random
 
-    from srcal.data import oracle
+    from srcal.world import teacher
 
     samples = _shapes_samples()
     rng = random.Random(0)
-    raps = [ev.assess_response(s, oracle.teacher_rap(s, rng)) for s in samples]
+    raps = [ev.assess_response(s, teacher.teacher_rap(s, rng)) for s in samples]
     e = ev.round_entry("rft", raps)
     assert e["n"] == len(samples) and e["accuracy"] == 1.0 and e["rap_format"] == 1.0
     assert e["rationale_factuality"] == 1.0 and e["consistency"] == 1.0
@@ -90,7 +90,7 @@ def test_metrics_on_oracle_and_short_answers():
     assert short["rap_format_ci"][1] < 0.05
     bad = []
     for s in samples:
-        rap = oracle.teacher_rap(s, rng)
+        rap = teacher.teacher_rap(s, rng)
         wrong = "999"
         bad.append(ev.assess_response(s, rap.rsplit("\n", 1)[0] + f"\nAnswer: {wrong}"))
     b = ev.round_entry("bad", bad)

@@ -235,7 +235,7 @@ def test_teacher_endpoint_faults_lose_no_sample(tmp_path):
     ``teacher_failed`` drops), and each reply is cached once."""
     from test_client import FaultyServer, chat_ok
 
-    from srcal.data import shapes
+    from srcal.world import shapes
     from srcal.rft.teacher import augment
 
     server = FaultyServer()

@@ -13,7 +13,7 @@ torch.set_num_threads(1)  # 2 threads spin-wait badly when the 2 cores are share
 def _world_text(n: int = 400) -> list[str]:
     """Shapes-world text: the tokenizer's training corpus and the text the round-trip test checks."""
     from srcal.config import ShapesWorldConfig
-    from srcal.data.corpus import corpus
+    from srcal.world.corpus import corpus
 
     return corpus(ShapesWorldConfig(), n, seed=0)
 

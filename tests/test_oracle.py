@@ -9,9 +9,10 @@ from collections import Counter
 import pytest
 
 from srcal.config import ShapesWorldConfig
-from srcal.data import oracle
-from srcal.data.oracle import CORRUPTIONS, answers_match, assess, corrupt_rap, oracle_judge, teacher_rap
-from srcal.data.shapes import CATEGORIES, generate_samples, obj_sentence
+from srcal.world import oracle, teacher
+from srcal.world.oracle import answers_match, assess, oracle_judge
+from srcal.world.shapes import CATEGORIES, generate_samples, obj_sentence
+from srcal.world.teacher import CORRUPTIONS, corrupt_rap, teacher_rap
 
 
 @pytest.fixture(scope="module")
@@ -336,23 +337,23 @@ def test_unsupported_claim_hand_made_scenes():
                          {"row": 0, "col": 0, "color": "blue", "shape": "square"}],
                         {"type": "color_at", "row": 1, "col": 1}, "red")
     for seed in range(30):
-        claim = oracle.parse_claim(oracle.unsupported_claim(s, random.Random(seed)))
+        claim = oracle.parse_claim(teacher.unsupported_claim(s, random.Random(seed)))
         assert claim.kind == "obj" and _cell(claim.args["pos"]) != (1, 1)
         assert not oracle.check_claim(claim, s["scene"])
     bars = _bars_sample([("red", 3), ("green", 7), ("blue", 5), ("yellow", 1)], {"type": "tallest"}, "green")
-    got = {oracle.unsupported_claim(bars, random.Random(seed)) for seed in range(20)}
+    got = {teacher.unsupported_claim(bars, random.Random(seed)) for seed in range(20)}
     assert got == {"There are 3 bars.", "There are 5 bars."}
     # a compare question on two of three bars: the claim names the third colour or the absent one, never c1/c2
     cmp_ = _bars_sample([("red", 3), ("green", 7), ("blue", 5)], {"type": "compare", "c1": "red", "c2": "green"},
                         "no")
     for seed in range(30):
-        claim = oracle.parse_claim(oracle.unsupported_claim(cmp_, random.Random(seed)))
+        claim = oracle.parse_claim(teacher.unsupported_claim(cmp_, random.Random(seed)))
         assert claim.kind == "bar" and claim.args["color"] in ("blue", "yellow"), claim
         assert not oracle.check_claim(claim, cmp_["scene"])
 
 
 def _cell(name):
-    from srcal.data.shapes import position_index
+    from srcal.world.shapes import position_index
 
     return position_index(name, 3)
 
@@ -361,7 +362,7 @@ def test_describe_first_teacher_opens_with_the_caption_then_reasons(samples):
     """describe_first: the RAP starts with exactly describe_scene's sentences, stays perfect (all claims
     true, answer right and implied, every justifying fact stated) and repeats no described fact; with
     hallucination_rate 1 the unsupported claim comes before the description, in a non-canonical template."""
-    from srcal.data.shapes import OBJ_TEMPLATES, description_sentences
+    from srcal.world.shapes import OBJ_TEMPLATES, description_sentences
 
     for i, s in enumerate(samples):
         rap = teacher_rap(s, random.Random(i), describe_first=True)
@@ -374,7 +375,7 @@ def test_describe_first_teacher_opens_with_the_caption_then_reasons(samples):
         if bad != rap:
             first = assess(s, bad).claims[0]
             assert not first.true and bad.endswith(rap), bad
-            assert first.template == oracle.HALLUCINATION_TEMPLATE.get(first.kind, 0), bad  # bar count: one form
+            assert first.template == teacher.HALLUCINATION_TEMPLATE.get(first.kind, 0), bad  # bar count: one form
     hand = _objects_sample([{"row": 0, "col": 0, "color": "red", "shape": "circle"}],
                            {"type": "color_at", "row": 0, "col": 0}, "red")
     text = teacher_rap(hand, random.Random(0), describe_first=True)

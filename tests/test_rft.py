@@ -284,7 +284,7 @@ def test_caption_rows_share_form_and_cycle(data_dir):
     """share 0.25 of all rows beside 6 RAP rows: round(6 * 0.25 / 0.75) = 2 captions; share 0.5 beside
     3 RAP rows with only 2 scene samples: 3 captions, the pool cycled (the third repeats the first);
     a sample without a scene never becomes a caption; share 0 adds none."""
-    from srcal.data.shapes import describe_scene
+    from srcal.world.shapes import describe_scene
     from srcal.rft.sft import caption_rows
 
     rows = _rows(data_dir)[:3]

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from srcal.config import load_recipe
-from srcal.data import oracle
+from srcal.world import oracle, teacher
 from srcal.scorer import judge_format
 from srcal.scorer.data import judge_samples
 
@@ -51,9 +51,9 @@ def test_true_claims_appear_verbatim_in_the_description(recipe):
         facts = judge_format.description_facts(s["scene"])
         ref = dict(facts)
         grid = judge_format.sample_grid(s)
-        for kind in ("teacher", *oracle.CORRUPTIONS):
-            text = oracle.teacher_rap(s, rng) if kind == "teacher" else oracle.corrupt_rap(
-                s, oracle.teacher_rap(s, rng), kind, rng)
+        for kind in ("teacher", *teacher.CORRUPTIONS):
+            text = teacher.teacher_rap(s, rng) if kind == "teacher" else teacher.corrupt_rap(
+                s, teacher.teacher_rap(s, rng), kind, rng)
             for claim in oracle.assess(s, text).claims:
                 fact = judge_format.claim_fact(claim, grid)
                 if fact is None:
@@ -70,8 +70,8 @@ def test_every_produced_word_is_in_the_vocabulary(recipe):
     vocab = set(judge_format.fact_vocabulary(sh.colors, sh.shapes, sh.grid, sh.max_value, sh.max_objects))
     rng = random.Random(1)
     for s in judge_samples(recipe, 80, "fmt-vocab"):
-        rap = oracle.teacher_rap(s, rng)
-        texts = [rap] + [oracle.corrupt_rap(s, rap, k, rng) for k in oracle.CORRUPTIONS]
+        rap = teacher.teacher_rap(s, rng)
+        texts = [rap] + [teacher.corrupt_rap(s, rap, k, rng) for k in teacher.CORRUPTIONS]
         ji = [judge_format.judge_input(s, t, texts[0], "facts") for t in texts]
         words = {w for j in ji for f in (j.description, j.question, j.response_a) for w in f.split()}
         assert words <= vocab, words - vocab

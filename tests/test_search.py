@@ -337,8 +337,8 @@ def rap_llava(tmp_path_factory):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(2)
     from srcal.config import ShapesWorldConfig
-    from srcal.data import oracle, shapes
-    from srcal.data.corpus import corpus
+    from srcal.world import shapes, teacher
+    from srcal.world.corpus import corpus
     from srcal.models import tiny
     from srcal.models.loading import load_lvlm, plain_question_messages
 
@@ -353,7 +353,7 @@ def rap_llava(tmp_path_factory):
     rng = random.Random(0)
     prompts = [proc.apply_chat_template(plain_question_messages(s["question"]), add_generation_prompt=True,
                                         tokenize=False) for s, _ in pairs]
-    raps = [oracle.teacher_rap(s, rng) + "<|im_end|>" for s, _ in pairs]
+    raps = [teacher.teacher_rap(s, rng) + "<|im_end|>" for s, _ in pairs]
     proc.tokenizer.padding_side = "right"
     enc = proc(images=[im for _, im in pairs], text=[p + r for p, r in zip(prompts, raps)], return_tensors="pt",
                padding=True)
@@ -466,7 +466,7 @@ def test_real_sentences_end_at_boundaries_and_answers_finish(searched, llava_eng
 def search_data(rap_llava, tmp_path_factory):
     """calib.jsonl with 4 good samples, one whose image is not a PNG, one whose question overflows the
     512-token context."""
-    from srcal.data.shapes import png_bytes
+    from srcal.world.shapes import png_bytes
 
     d = tmp_path_factory.mktemp("search-data")
     (d / "images").mkdir()

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from srcal.config import ShapesWorldConfig
-from srcal.data import shapes
-from srcal.data.corpus import corpus
-from srcal.data.shapes import (
+from srcal.world import shapes
+from srcal.world.corpus import corpus
+from srcal.world.shapes import (
     describe_scene,
     generate_samples,
     png_bytes,
@@ -228,15 +228,15 @@ def test_small_corpus_already_covers_every_word_the_world_uses(cfg):
     questions, descriptions and teacher/corrupted RAPs occurs in corpus(n=10)."""
     import random
 
-    from srcal.data import oracle
+    from srcal.world import teacher
 
     vocab = set(re.findall(r"[A-Za-z]+|\d+", " ".join(corpus(cfg, 10, 5))))
     rng = random.Random(0)
     for cat in shapes.CATEGORIES:
         for s, _ in generate_samples(cfg, 200, cat, 9, "cov"):
-            rap = oracle.teacher_rap(s, rng)
+            rap = teacher.teacher_rap(s, rng)
             texts = [s["question"], describe_scene(s["scene"]), rap]
-            texts += [oracle.corrupt_rap(s, rap, k, rng) for k in oracle.CORRUPTIONS]
+            texts += [teacher.corrupt_rap(s, rap, k, rng) for k in teacher.CORRUPTIONS]
             missing = set(re.findall(r"[A-Za-z]+|\d+", " ".join(texts))) - vocab
             assert not missing, (missing, texts)
 
@@ -288,16 +288,15 @@ def test_images_show_every_fact(cfg):
 
 
 def test_world_interface_knows_shapes_samples_only(cfg):
-    """srcal.data.world: a generated sample is in the shapes world and its teacher RAP is assessed as
+    """srcal.world: a generated sample is in the shapes world and its teacher RAP is assessed as
     correct with every claim true; the same sample without its scene (what real data looks like) is not,
     and gets no assessment."""
     import random
 
-    from srcal.data import oracle
-    from srcal.data.world import in_shapes_world, oracle_assessment
+    from srcal.world import in_shapes_world, oracle_assessment, teacher
 
     [(sample, _)] = generate_samples(cfg, 1, "perception", seed=3, id_prefix="w")
-    rap = oracle.teacher_rap(sample, random.Random(0))
+    rap = teacher.teacher_rap(sample, random.Random(0))
     a = oracle_assessment(sample, rap)
     assert in_shapes_world(sample) and a.correct and a.n_claims and a.n_true == a.n_claims
     real = {k: v for k, v in sample.items() if k != "scene"}

@@ -33,7 +33,7 @@ formula for the aggregation, so this module makes one explicit, small and testab
    split with no ground truth at all is an error (``chosen_pool: correct`` would mean ``all`` silently).
 
 ``curate.judge: oracle`` (ablation, shapes world only) replaces steps 1–3 by the oracle's rationale
-factuality (share of true claims, :func:`srcal.data.oracle.assess`): candidates that make no checkable
+factuality (share of true claims, :func:`srcal.world.oracle.assess`): candidates that make no checkable
 claim are not ranked, P(i≻j) = ½ + ½ (f_i − f_j) and every pair has confidence 1; selection and filters
 are the same, so judge-curated and oracle-curated rounds differ only in who ranks. On the shapes world the
 summary also measures the R-Scorer against the oracle on the candidates it judged (``judge_vs_oracle``).
@@ -399,7 +399,7 @@ def _search_split(candidates_dir: Path) -> str:
 
 def _oracle_checks(sample: dict[str, Any], cands: list[Any], prefix: str) -> list[Any] | None:
     """The oracle's assessment of every candidate (shapes world: the sample has a scene), else None."""
-    from srcal.data.world import in_shapes_world, oracle_assessment
+    from srcal.world import in_shapes_world, oracle_assessment
 
     if not in_shapes_world(sample):
         return None
@@ -497,7 +497,7 @@ def run_curate(recipe, inputs: dict[str, Path], out: Path, **options: Any) -> di
                 iu = np.triu_indices(m.n, 1)
                 confidences += m.C[iu][m.judged[iu]].tolist()
                 if checks is not None:
-                    from srcal.data.oracle import response_quality
+                    from srcal.world.oracle import response_quality
 
                     a, n = judge_oracle_agreement(grouped[sid], [response_quality(x) for x in checks],
                                                   recipe.labeller.tie_margin)

@@ -84,7 +84,7 @@ def assess_response(sample: dict, text: str, prefix: str = "Answer:") -> dict[st
                            "answer": answer, "correct": score_answer(sample, answer),
                            "rap_format": parse_rap(text, prefix).ok, "factuality": None, "consistent": None,
                            "n_claims": None}
-    from srcal.data.world import oracle_assessment
+    from srcal.world import oracle_assessment
 
     a = oracle_assessment(sample, text, prefix)
     if a is not None:

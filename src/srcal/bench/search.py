@@ -71,8 +71,8 @@ def _find_run_policy(run_dir: str | None) -> dict[str, Path] | None:
 def _tiny_bench_inputs(recipe, n: int, workdir: Path):
     """A freshly built (random-weight) tiny LLaVA of the recipe's sizes, and ``n`` shapes-world samples
     (2:1:1) with their images: the benchmark's inputs when no trained RFT model is available."""
-    from srcal.data import shapes
-    from srcal.data.corpus import corpus
+    from srcal.world import shapes
+    from srcal.world.corpus import corpus
     from srcal.models.capabilities import tiny_family
     from srcal.models.loading import load_lvlm
     from srcal.models.tiny import build_tiny_lvlm

@@ -219,7 +219,7 @@ class TeacherConfig:
     )
     describe_first: bool = _help(
         "kind 'oracle': the RAP opens with the whole scene in the canonical caption form, then only the "
-        "reasoning claims the description does not state (srcal.data.oracle.teacher_rap).", default=False)
+        "reasoning claims the description does not state (srcal.world.teacher.teacher_rap).", default=False)
 
 
 @dataclass

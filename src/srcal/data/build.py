@@ -11,7 +11,7 @@ gives it a scratch directory and publishes it atomically. Output, all relative t
 
 Two worlds (``data.world``):
 
-* ``shapes``: :func:`srcal.data.shapes.generate_samples` per split and category, with id prefixes
+* ``shapes``: :func:`srcal.world.shapes.generate_samples` per split and category, with id prefixes
   ``<split>-<category>`` so ids are disjoint by construction and every split hits its category quotas
   exactly. Everything is a function of ``seed`` and the ``data`` section: the same recipe gives
   byte-identical files.
@@ -111,7 +111,7 @@ def _fresh_samples(recipe: Recipe, split: str, category: str, q: int, seen: set[
     ``generate_samples`` is deterministic and prefix-stable (asking for more returns the same first ones),
     so over-generating keeps the result a pure function of the recipe.
     """
-    from srcal.data.shapes import generate_samples
+    from srcal.world.shapes import generate_samples
 
     n_gen = q + max(8, q // 4)
     while True:

@@ -10,7 +10,7 @@ template. Ours is the simplest one a tiny model can learn and a parser can check
 one sentence splitter shared by the oracle (claims are sentences) and sentence-level beam search (branches
 are sentences), so both agree on what a sentence is.
 
-Parsing policy (decided here, relied on by ``srcal.data.oracle.assess`` and the evaluation):
+Parsing policy (decided here, relied on by ``srcal.world.oracle.assess`` and the evaluation):
 
 * The answer is *extracted* leniently, the *format* is judged strictly. ``ParsedRAP.answer`` is filled
   whenever an answer prefix can be found; ``ParsedRAP.ok`` is True only for a clean RAP: at least one

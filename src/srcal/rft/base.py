@@ -47,7 +47,7 @@ def run_base(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
 
 def build_tiny_from_recipe(recipe, out: Path) -> Path:
     """The untrained tiny LVLM of ``recipe.model.family``, tokenizer trained on shapes-world text."""
-    from srcal.data.corpus import corpus as world_corpus
+    from srcal.world.corpus import corpus as world_corpus
     from srcal.models.capabilities import CAPABILITIES, tiny_family
     from srcal.models.tiny import build_tiny_lvlm
 
@@ -149,7 +149,7 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     """
     import torch
 
-    from srcal.data.oracle import short_answer_text
+    from srcal.world.oracle import short_answer_text
     from srcal.models.capabilities import tiny_family
     from srcal.models.loading import load_processor, pick_device, plain_question_messages
 
@@ -171,8 +171,8 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
                                         short_answer_text(r), load_image(data_dir, r["image"])) for r in rows])
     captions = []
     if cfg.caption_share > 0:
-        from srcal.data.shapes import describe_scene
-        from srcal.data.world import in_shapes_world
+        from srcal.world.shapes import describe_scene
+        from srcal.world import in_shapes_world
 
         scened = [r for r in rows if in_shapes_world(r)]
         prompts = caption_prompts(cfg.caption_prompt, cfg.caption_prompts, len(scened), recipe.seed)

@@ -55,8 +55,8 @@ def caption_rows(samples: list[dict], data_dir: Path, n_rap_rows: int, share: fl
     row set and the RFT step count are fixed by the inputs; with ``extra_prompts`` each row's prompt is
     drawn as in base training (:func:`caption_prompts`).
     """
-    from srcal.data.shapes import describe_scene
-    from srcal.data.world import in_shapes_world
+    from srcal.world.shapes import describe_scene
+    from srcal.world import in_shapes_world
     from srcal.models.loading import plain_question_messages
 
     if share <= 0 or n_rap_rows <= 0:

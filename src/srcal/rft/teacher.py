@@ -132,16 +132,16 @@ def augment(recipe, samples: list[dict], data_dir: Path, cache_path: Path) -> tu
                 texts[s["id"]] = hit["text"]
                 counts["cache_hits"] += 1
             elif kind == "oracle":
-                from srcal.data.world import in_shapes_world
+                from srcal.world import in_shapes_world
 
                 if not in_shapes_world(s):
                     texts[s["id"]] = Failure("no_scene", "the oracle teacher needs a shapes-world scene")
                     continue
-                from srcal.data import oracle
+                from srcal.world.teacher import teacher_rap
 
                 rng = random.Random(f"{recipe.seed}:teacher:{s['id']}")
-                texts[s["id"]] = oracle.teacher_rap(s, rng, prefix, recipe.teacher.hallucination_rate,
-                                                   recipe.teacher.describe_first)
+                texts[s["id"]] = teacher_rap(s, rng, prefix, recipe.teacher.hallucination_rate,
+                                           recipe.teacher.describe_first)
                 cache.put({"key": k, "id": s["id"], "text": texts[s["id"]]})
             elif kind == "dataset" or (recipe.teacher.use_dataset_rationales and s.get("rationale")):
                 if s.get("rationale"):

@@ -10,7 +10,7 @@ neither the pairs nor the labeller prompt. Ours:
   is disjoint from calibration (which the rounds curate from) and eval by construction, so no labelled
   pair leaks into curation or evaluation. Candidates whose sample is not in ``rft.jsonl`` are refused.
 * **Synthetic responses** (shapes world only, in addition): per fresh scene two teacher RAPs in different
-  phrasing (``oracle.teacher_rap``) and controlled corruptions of the first (``oracle.CORRUPTIONS``: a
+  phrasing (``teacher.teacher_rap``) and controlled corruptions of the first (``teacher.CORRUPTIONS``: a
   wrong claim, a missing step, an answer that does not follow, a hallucinated claim, a consistent
   misreading), some corrupted twice so error counts vary.
 * **Pairs** are drawn within a sample and labelled **once** by the labeller in a random order; the swapped
@@ -69,16 +69,16 @@ def response_pool(sample: dict, rng: random.Random, prefix: str, double_corrupt:
     """(source, text) responses for one sample: 2 teacher RAPs + one corruption of each kind, some twice.
     ``describe_first``: the teacher RAPs in the recipe's describe-first form (``teacher.describe_first``),
     so the judge learns on the rationale form the policy writes."""
-    from srcal.data import oracle
+    from srcal.world import teacher
 
-    t1 = oracle.teacher_rap(sample, rng, prefix, describe_first=describe_first)
-    pool = [("teacher", t1), ("teacher", oracle.teacher_rap(sample, rng, prefix, describe_first=describe_first))]
-    for kind in oracle.CORRUPTIONS:
-        bad = oracle.corrupt_rap(sample, t1, kind, rng, prefix)
+    t1 = teacher.teacher_rap(sample, rng, prefix, describe_first=describe_first)
+    pool = [("teacher", t1), ("teacher", teacher.teacher_rap(sample, rng, prefix, describe_first=describe_first))]
+    for kind in teacher.CORRUPTIONS:
+        bad = teacher.corrupt_rap(sample, t1, kind, rng, prefix)
         name = kind
         if rng.random() < double_corrupt:
-            second = rng.choice([k for k in oracle.CORRUPTIONS if k != kind])
-            bad = oracle.corrupt_rap(sample, bad, second, rng, prefix)
+            second = rng.choice([k for k in teacher.CORRUPTIONS if k != kind])
+            bad = teacher.corrupt_rap(sample, bad, second, rng, prefix)
             name = f"{kind}+{second}"
         pool.append((name, bad))
     return pool
@@ -93,7 +93,7 @@ def draw_pairs(pool: list[tuple[str, str]], n: int, rng: random.Random) -> list[
 
 def response_aux(sample: dict, text: str, prefix: str) -> dict[str, Any]:
     """Per-response targets from the shapes-world oracle (see module docstring)."""
-    from srcal.data import oracle
+    from srcal.world import oracle
 
     a = oracle.assess(sample, text, prefix)
     return {"claims_true": [bool(c.true) for c in a.claims], "correct": bool(a.correct),
@@ -128,7 +128,7 @@ def pair_rows(pair_id: str, sample: dict, src: tuple[str, str], a: str, b: str, 
 # ---------------------------------------------------------------------------------------------------
 def oracle_labeller(recipe):
     """The shapes-world oracle judge with the recipe's noise, position bias and tie margin."""
-    from srcal.data import oracle
+    from srcal.world import oracle
 
     lab = recipe.labeller
 
@@ -166,7 +166,7 @@ def openai_labeller(recipe):
 def judge_samples(recipe, n: int, split: str) -> list[dict]:
     """Fresh shapes-world samples for the judge's pairs, 2:1:1 over categories, disjoint by id prefix
     (and seed stream) from the data splits and between ``train`` and ``heldout``."""
-    from srcal.data import shapes as world
+    from srcal.world import shapes as world
 
     ratio = recipe.data.category_ratio
     total = sum(ratio)

@@ -11,7 +11,7 @@ Two ways to fill the fields (``rscorer.input_format``):
 * ``facts`` — the shapes world's *fact language*, for the tiny judge trained from scratch in minutes.
   A judge this small learns pairwise comparison in minutes on 2 cores only when facts are short, closed-vocabulary token sequences in the same form in the
   description and in the responses; prose sentences stayed near chance. So each sentence is
-  canonicalised, by the oracle's own claim parser (``srcal.data.oracle.parse_claim``, the same templates
+  canonicalised, by the oracle's own claim parser (``srcal.world.oracle.parse_claim``, the same templates
   the world writes with), into a *subject* word and a *value* word — ``There is a red circle in the top
   left.`` → ``topleft redcircle``, ``The blue bar is 7.`` → ``barblue seven``, ``I count 2 circles.`` →
   ``countanycircle two`` — and the description lists the scene's facts as the same pairs. A sentence that
@@ -59,7 +59,7 @@ def number_word(n: int) -> str:
 def cell_word(row: int, col: int, grid: int) -> str:
     """One word for a grid cell: the world's position name without spaces (``topleft``, ``center``), or
     ``rowbcolc`` style (letters, not digits) for grids larger than 3."""
-    from srcal.data import shapes as world
+    from srcal.world import shapes as world
 
     if grid <= 3:
         return world.position_name(row, col, grid).replace(" ", "")
@@ -85,7 +85,7 @@ class Canonical:
 # ---------------------------------------------------------------------------------------------------
 def _answer_word(answer: str | None, grid: int) -> str:
     """The answer as one word: colour/shape/yes/no as is, numbers spelled, positions joined."""
-    from srcal.data import shapes as world
+    from srcal.world import shapes as world
 
     if answer is None:
         return "none"
@@ -107,7 +107,7 @@ def claim_fact(claim, grid: int) -> tuple[str, str] | None:
     ``barcount``, ``tallest`` / ``shortest``, a bar pair (``redvsblue``). Values: ``redcircle`` / ``none``
     for a cell, a spelled number, a colour, ``taller`` / ``shorter``.
     """
-    from srcal.data import shapes as world
+    from srcal.world import shapes as world
 
     a, k = claim.args, claim.kind
     if k in ("obj", "empty"):
@@ -127,7 +127,7 @@ def claim_fact(claim, grid: int) -> tuple[str, str] | None:
 
 
 def claim_words(claim, grid: int, reference: dict[str, str] | None = None) -> list[str]:
-    """The fact-language words of one parsed claim (``srcal.data.oracle.Claim``): subject then value, and
+    """The fact-language words of one parsed claim (``srcal.world.oracle.Claim``): subject then value, and
     with ``reference`` the description's value for the same subject; the *last* word carries the claim's
     truth (where a trainer puts the per-claim target)."""
     a, k = claim.args, claim.kind
@@ -150,7 +150,7 @@ def canonical_response(text: str, grid: int, prefix: str = "Answer:",
     description has none): the claim-aligned *reference support* of JudgeLM (arXiv 2310.17631) — the
     judge still decides whether claim and reference agree, and weighs errors, answers and completeness.
     """
-    from srcal.data import oracle
+    from srcal.world import oracle
     from srcal.data.rap import parse_rap
 
     parsed = parse_rap(text, prefix)
@@ -322,7 +322,7 @@ def field_spans(template: str, ji: JudgeInput) -> tuple[str, dict[str, tuple[int
 def fact_vocabulary(colors: Iterable[str], shapes_: Iterable[str], grid: int, max_value: int,
                     max_objects: int) -> list[str]:
     """Every word the fact language can produce for a world of this configuration."""
-    from srcal.data import shapes as world
+    from srcal.world import shapes as world
 
     colors, shapes_ = list(colors), list(shapes_)
     top = min(len(NUMBER_WORDS) - 1, max(2 * max_value + 1, grid * grid, max_objects + 1))

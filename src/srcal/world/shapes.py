@@ -3,7 +3,7 @@
 Why a synthetic world: no hub downloads are possible offline, yet the whole SRC method must run end to
 end on a laptop CPU and show a measurable effect. Every image here comes with a *scene* (its ground truth),
 so an oracle teacher can write correct rationale-answer pairs and an oracle judge can label preferences
-exactly (``srcal.data.oracle``).
+exactly (``srcal.world.oracle``).
 
 Two kinds of scene
 ------------------
@@ -40,7 +40,7 @@ in a fixed order, is what lets a tiny judge learn to compare.
 Positions are named ``top left … bottom right`` for 2×2 and 3×3 grids (``top middle``, ``middle left``,
 ``center`` ... on 3×3), and ``row R column C`` (1-based) for larger grids.
 
-What a teacher rationale states (``srcal.data.oracle.required_facts``): the asked cell; the found object
+What a teacher rationale states (``srcal.world.oracle.required_facts``): the asked cell; the found object
 (or, for "no"/zero answers, every object); each counted object then the count; the per-shape counts then
 the sum; the asked bar values (all of them for tallest/shortest) then the comparison or arithmetic.
 Typical length with the defaults: 23 words (median 22, p90 35), about 28 byte-level BPE tokens.

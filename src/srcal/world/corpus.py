@@ -1,8 +1,9 @@
 """The shapes world's text for training the tiny tokenizer: everything the models will read or write.
 
-It sits above both the world (:mod:`srcal.data.shapes`: questions, scenes, claim templates) and the
-oracle (:mod:`srcal.data.oracle`: teacher RAPs, corruptions), which is why it is not in either: the
-oracle reads the world's templates, and the corpus needs both.
+It sits above the world (:mod:`srcal.world.shapes`: questions, scenes, claim templates), its oracle
+(:mod:`srcal.world.oracle`: short answers) and its teacher (:mod:`srcal.world.teacher`: teacher RAPs,
+corruptions), which is why it is not in any of them: the oracle and the teacher read the world's
+templates, and the corpus needs all three.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from srcal.data import oracle
-from srcal.data.shapes import (
+from srcal.world import oracle, teacher
+from srcal.world.shapes import (
     BAR_TEMPLATES,
     COUNT_TEMPLATES,
     EMPTY_TEMPLATES,
@@ -52,10 +53,10 @@ def corpus(cfg: ShapesWorldConfig, n: int, seed: int) -> list[str]:
         texts += [render_question(query, scene, k) for k in range(2)]
         texts.append(describe_scene(scene))
         texts.append(oracle.short_answer_text(sample))
-        raps = [oracle.teacher_rap(sample, rng) for _ in range(2)]
+        raps = [teacher.teacher_rap(sample, rng) for _ in range(2)]
         texts += raps
-        for kind in oracle.CORRUPTIONS:
-            texts.append(oracle.corrupt_rap(sample, raps[0], kind, rng))
+        for kind in teacher.CORRUPTIONS:
+            texts.append(teacher.corrupt_rap(sample, raps[0], kind, rng))
     texts += _coverage_sentences(cfg)
     return texts
 
