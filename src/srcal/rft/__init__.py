@@ -10,6 +10,6 @@
   answer matches the ground truth.
 * ``rft`` (:mod:`srcal.rft.sft`): LoRA SFT with TRL on (plain question → RAP), resuming from checkpoints.
 
-:mod:`srcal.rft.inputs` reads the data artifact's splits and images for all three. Nothing is imported here,
+:mod:`srcal.rft.inputs` reads the data artifact's splits and images for both stages. Nothing is imported here,
 so ``import srcal.rft.teacher`` stays light.
 """

@@ -4,7 +4,7 @@ The paper starts from instruction-tuned LVLMs trained mostly on short answers; f
 the tiny LLaVA (``srcal.models.tiny``) and fully fine-tune it on short answers (``base_train.jsonl``) — well
 above chance, still wrong often, so that calibration has room (:func:`train_tiny_base`, reused through
 ``srcal.models.base_cache``). Real recipes write a pointer to the hub id / path instead of copying weights.
-Also here: the example encoding and caption prompts that base training shares with RFT's caption rows.
+Also here: base training's example encoding, and the caption prompts that RFT's caption rows reuse.
 """
 
 from __future__ import annotations
