@@ -312,6 +312,32 @@ def test_rft_mixes_caption_rows(base_dirs, data_dir, tmp_path):
     assert summary["train"]["steps"] == 5
 
 
+def test_torchrun_workers_train_the_rows_one_process_trains(base_dirs, data_dir, tmp_path, monkeypatch):
+    """With rft.world_size 2 the workers once rebuilt their rows from raps.jsonl and so trained without the
+    caption rows (16 RAP rows instead of 16 + 4). The launcher here calls the worker function in-process
+    the way ``srcal.run.distributed`` does (recipe through its dict); the real torchrun launch is
+    ``test_rft_two_processes_on_cpu`` (slow)."""
+    from srcal.config import recipe_from_dict
+    from srcal.rft import sft
+    from srcal.run import distributed
+
+    trained: list[list[dict]] = []
+    monkeypatch.setattr(sft, "train_sft", lambda recipe, base, rows, out, **kw: trained.append(rows) or {})
+
+    def in_process_torchrun(train, recipe, inputs, out, world_size, *, stage):
+        assert train == "srcal.rft.sft:train_job"
+        return sft.train_job(recipe_from_dict(recipe.to_dict()), inputs, out)
+
+    monkeypatch.setattr(distributed, "launch_torchrun", in_process_torchrun)
+    inputs = {"base": base_dirs["llava"], "data": data_dir}
+    for world_size in (1, 2):
+        sft.run_rft(_recipe(tmp_path, "rft.caption_share=0.2", f"rft.world_size={world_size}"), inputs,
+                    tmp_path / f"rft-{world_size}")
+    one, two = trained
+    assert len(one) == 20 and two == one
+    assert not (tmp_path / "rft-2" / sft.TRAIN_ROWS).exists()
+
+
 def test_rft_resumes_after_interruption(base_dirs, data_dir, tmp_path):
     """Kill after step 3 (checkpoint at step 2); the re-run resumes from step 2 and ends where an
     uninterrupted run ends (same adapter weights)."""

@@ -22,6 +22,8 @@ from srcal.run import jsonl
 
 log = logging.getLogger("srcal.rft.sft")
 
+TRAIN_ROWS = "_train_rows.jsonl"  # the rows torchrun workers train on; removed when the stage ends
+
 
 def _sft_rows(raps: list[dict], data_dir: Path) -> tuple[list[dict], list[dict]]:
     """TRL prompt/completion rows with image *paths*; rows whose image fails to decode are quarantined.
@@ -180,17 +182,19 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
 
     # 3. LoRA SFT (resumes from out/checkpoints after a kill), then the model artifact.
     if recipe.rft.world_size > 1:
-        # Workers read raps.jsonl from out, so the teacher is never asked twice (DDP, or DeepSpeed ZeRO
-        # when rft.deepspeed names a config such as configs/deepspeed/zero2.json).
+        # Workers read the very rows built here (RAP and caption rows, image paths), so every process
+        # trains what a single process would, and the teacher is never asked twice (DDP, or DeepSpeed
+        # ZeRO when rft.deepspeed names a config such as configs/deepspeed/zero2.json).
         from srcal.run.distributed import launch_torchrun
 
+        jsonl.write_jsonl(out / TRAIN_ROWS, rows, sort_keys=True)
         stats = launch_torchrun("srcal.rft.sft:train_job", recipe, inputs, out, recipe.rft.world_size,
                                 stage="rft")
     else:
         stats = train_sft(recipe, base_dir, rows, out)
     new_model_artifact(out, None, "rft", family=family_of(base_dir))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # resume state; not part of the artifact
-    for leftover in ("_dist_job.json", "_train_summary.json"):
+    for leftover in ("_dist_job.json", "_train_summary.json", TRAIN_ROWS):
         (out / leftover).unlink(missing_ok=True)
     t_end = time.time()
     return {"counts": {"samples": len(samples) + len(rejected), "rejected_rows": len(rejected),
@@ -200,7 +204,5 @@ def run_rft(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
 
 
 def train_job(recipe, inputs: dict[str, Path], out: Path) -> dict:
-    """What each torchrun worker runs (``srcal.run.distributed.main``): the rows from ``out/raps.jsonl``, then SFT."""
-    raps = jsonl.read_jsonl(out / "raps.jsonl")
-    rows, _ = _sft_rows(raps, inputs["data"])
-    return train_sft(recipe, inputs["base"], rows, out)
+    """What each torchrun worker runs (``srcal.run.distributed.main``): the rows :func:`run_rft` wrote, then SFT."""
+    return train_sft(recipe, inputs["base"], jsonl.read_jsonl(out / TRAIN_ROWS), out)
