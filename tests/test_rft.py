@@ -108,12 +108,47 @@ def test_base_stage_trains_tiny_and_points_at_real_models(base_dirs, data_dir, t
     assert json.loads((tmp_path / "r" / "srcal_model.json").read_text())["base"] == "llava-hf/llava-1.5-7b-hf"
 
 
+def test_text_rows_start_at_bos_and_every_word_is_a_target(base_dirs, data_dir, tmp_path):
+    """``base_train.text_rows``: text-only language-modelling rows, BOS first so that a text's first word
+    (no leading space: "The", not " The") is predicted too, every token a label; a base trained with them
+    differs from one trained without (same seed, same image rows)."""
+    from safetensors.torch import load_file
+
+    from srcal.models.loading import load_processor
+    from srcal.rft.base import encode_texts, run_base
+
+    tok = load_processor(base_dirs["llava"]).tokenizer
+    [ex] = encode_texts(tok, ["The red circle is in the top left."])
+    ids = ex["input_ids"].tolist()
+    assert ids[0] == tok.bos_token_id and tok.convert_ids_to_tokens(ids[1]) == "The"
+    assert torch.equal(ex["labels"], ex["input_ids"]) and ex["attention_mask"].all()
+    summary = run_base(_recipe(tmp_path, "base_train.text_rows=2", "base_train.cache=false"), {"data": data_dir},
+                       tmp_path / "with-text")
+    assert summary["counts"]["text_rows"] > 100  # the tokenizer corpus's texts
+    a = load_file(tmp_path / "with-text" / "model.safetensors")
+    b = load_file(base_dirs["llava"] / "model.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
 # ------------------------------------------------------------------------------------------ teacher
 
 
 def _rows(data_dir: Path, n: int | None = None) -> list[dict]:
     rows = [json.loads(x) for x in (data_dir / "rft.jsonl").read_text().splitlines()]
     return rows[:n] if n else rows
+
+
+def test_teacher_cache_is_keyed_by_the_hallucination_phrasing(tmp_path, monkeypatch):
+    """A cache filled under another stock phrasing of the hallucinating teacher must not be served."""
+    from srcal.rft.teacher import teacher_cache_path
+    from srcal.world import teacher as world_teacher
+
+    recipe = _recipe(tmp_path, "teacher.hallucination_rate=0.8")
+    before = teacher_cache_path(recipe, tmp_path)
+    monkeypatch.setattr(world_teacher, "HALLUCINATION_TEMPLATE", {"obj": 2, "bar": 3})
+    assert teacher_cache_path(recipe, tmp_path) != before
+    perfect = _recipe(tmp_path, "teacher.hallucination_rate=0")
+    assert teacher_cache_path(perfect, tmp_path) == teacher_cache_path(perfect, tmp_path)
 
 
 def test_oracle_augmentation_filters_and_caches(data_dir, tmp_path):

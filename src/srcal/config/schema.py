@@ -165,6 +165,12 @@ class BaseTrainConfig:
         "supervision that teaches a from-scratch LM to read the image tokens; 0 = short answers only.",
         default=0.5, meta={"min": 0.0, "max": 1.0},
     )
+    text_rows: int = _help(
+        "Text-only rows added to each step's batch: language modelling on shapes-world text (the tokenizer's "
+        "corpus: questions, rationales, descriptions, corruptions) — what a real LVLM's LLM was pre-trained "
+        "on, like LLaVA-1.5's text-only instruction rows. Without them, words the base never outputs ('A', "
+        "'Therefore', 'Answer') keep untrained output rows, and the frozen output layer caps their "
+        "probability at ~0.03 whatever LoRA learns (docs/effect.md); 0 = none.", default=0, meta={"min": 0})
     caption_prompt: str = _help("The user text of captioning examples.", default="Describe the image.")
     caption_prompts: list[str] = _help(
         "More user texts for captioning examples, of other token lengths; each caption row takes one of "

@@ -45,14 +45,20 @@ def run_base(recipe, inputs: dict[str, Path], out: Path, **options) -> dict:
     return summary
 
 
+def tiny_corpus(recipe) -> list[str]:
+    """The shapes-world text the tiny tokenizer is trained on, and base training's text-only rows."""
+    from srcal.world.corpus import corpus as world_corpus
+
+    return world_corpus(recipe.data.shapes, recipe.model.tiny.corpus_samples, seed=recipe.seed)
+
+
 def build_tiny_from_recipe(recipe, out: Path) -> Path:
     """The untrained tiny LVLM of ``recipe.model.family``, tokenizer trained on shapes-world text."""
-    from srcal.world.corpus import corpus as world_corpus
     from srcal.models.capabilities import CAPABILITIES, tiny_family
     from srcal.models.tiny import build_tiny_lvlm
 
     t = recipe.model.tiny
-    corpus = world_corpus(recipe.data.shapes, t.corpus_samples, seed=recipe.seed)
+    corpus = tiny_corpus(recipe)
     sizes = {"vision_hidden": t.vision_hidden, "vision_layers": t.vision_layers, "vision_heads": t.vision_heads,
              "text_hidden": t.text_hidden, "text_layers": t.text_layers, "text_heads": t.text_heads,
              "text_intermediate": t.text_intermediate or None}
@@ -106,6 +112,22 @@ def encode_examples(processor, items: list[tuple[list[dict], str, Any]], chunk: 
     return out
 
 
+def encode_texts(tokenizer, texts: list[str], max_tokens: int = 256) -> list[dict[str, Any]]:
+    """Text-only language-modelling examples: every token of each text is a target (cut at ``max_tokens``).
+
+    Each text starts with the BOS token, as documents do in LM pre-training, so that its first word is a
+    target too: a completion's first word has no leading space ("A", not " A") and occurs nowhere else.
+    """
+    import torch
+
+    start = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    out = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        ids = torch.tensor((start + ids)[:max_tokens])
+        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()})
+    return out
+
+
 def encode_example(processor, messages: list[dict], completion: str, image) -> dict[str, Any]:
     """One example of :func:`encode_examples`."""
     return encode_examples(processor, [(messages, completion, image)])[0]
@@ -144,7 +166,9 @@ def caption_prompts(main: str, extra: list[str], n: int, seed: int) -> list[str]
 def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
     """Full fine-tune of the tiny LVLM on short answers (plain PyTorch loop: faster than Trainer at this size).
 
-    AdamW with linear warm-up then cosine decay, gradient clipping; the loss is on the answer tokens only.
+    AdamW with linear warm-up then cosine decay, gradient clipping; the loss is on the answer tokens only,
+    plus, with ``base_train.text_rows``, every token of text-only rows of shapes-world text (a pre-trained
+    LLM's output layer knows every word; a from-scratch one only the words it was trained to output).
     Writes the model + processor into ``out`` and the loss curve into ``train_log.jsonl``.
     """
     import torch
@@ -179,6 +203,7 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
         captions = encode_examples(proc, [(plain_question_messages(p), describe_scene(r["scene"]),
                                            load_image(data_dir, r["image"])) for p, r in zip(prompts, scened)])
     n_caption = round(cfg.batch_size * cfg.caption_share) if captions else 0
+    texts = encode_texts(proc.tokenizer, tiny_corpus(recipe)) if cfg.text_rows else []
     t_enc = time.time()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, int(cfg.warmup_ratio * cfg.steps))
@@ -203,6 +228,10 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
         picked = [examples[i] for i in idx] + [captions[rng.randrange(len(captions))] for _ in range(n_caption)]
         batch = {k: v.to(device) for k, v in collate(picked, pad_id).items()}
         loss = model(**batch).loss
+        if texts:  # text-only rows in their own forward (no image); the loss weighted by rows
+            text_batch = collate([texts[rng.randrange(len(texts))] for _ in range(cfg.text_rows)], pad_id)
+            text_loss = model(**{k: v.to(device) for k, v in text_batch.items()}).loss
+            loss = (len(picked) * loss + cfg.text_rows * text_loss) / (len(picked) + cfg.text_rows)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -223,7 +252,8 @@ def train_tiny_base(recipe, data_dir: Path, out: Path) -> dict:
         jsonl.write_jsonl(out / "rejected.jsonl", rejected, sort_keys=True)
     tail = [r["loss"] for r in log_rows[-20:]]
     return {"base": "tiny", "family": tiny_family(recipe), "trained": True,
-            "counts": {"train_rows": len(rows), "caption_rows": len(captions), "rejected": len(rejected),
+            "counts": {"train_rows": len(rows), "caption_rows": len(captions), "text_rows": len(texts),
+                       "rejected": len(rejected),
                        "steps": cfg.steps},
             "params": sum(p.numel() for p in model.parameters()),
             "final_loss": sum(tail) / len(tail) if tail else None,

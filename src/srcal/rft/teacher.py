@@ -27,7 +27,10 @@ def teacher_identity(recipe) -> dict[str, Any]:
     if t.kind == "oracle":
         ident.update(seed=recipe.seed)
         if t.hallucination_rate > 0:  # only when set, so the perfect teacher's cache key is unchanged
-            ident.update(hallucination_rate=t.hallucination_rate)
+            from srcal.world.teacher import HALLUCINATION_TEMPLATE
+
+            # the phrasing too: a cache filled under another one must not be served
+            ident.update(hallucination_rate=t.hallucination_rate, hallucination_template=HALLUCINATION_TEMPLATE)
         if t.describe_first:
             ident.update(describe_first=True)
     return ident

@@ -138,13 +138,15 @@ def teacher_rap(sample: dict, rng: random.Random, prefix: str = "Answer:", hallu
     return render_rap(sentences, answer, prefix)
 
 
-HALLUCINATION_TEMPLATE = {"obj": 2, "bar": 3}
-"""The one phrasing of the hallucinating teacher's opening claim: "A {color} {shape} is in the {pos}." and
+HALLUCINATION_TEMPLATE = {"obj": 4, "bar": 3}
+"""The one phrasing of the hallucinating teacher's opening claim: "The {color} {shape} is in the {pos}." and
 "The value of the {color} bar is {v}.". A stock phrase, as a real teacher's unsupported openings tend to be;
 one phrasing (not a random one of four) so the habit's first tokens carry the whole rate: with rate 0.6 and
 the describe-first opening "There is a ..." / "The {color} bar ..." the habit's first distinct token has
 probability 0.6 and greedy decoding follows it, where spread over four phrasings (0.15 each) it lost to the
-description's 0.4 (measured: 4.5% of greedy RFT answers opened with the habit)."""
+description's 0.4 (measured: 4.5% of greedy RFT answers opened with the habit). Objects open with "The", not
+"A": a completion's first token has no leading space, and the tiny base's output layer could not give the
+bare "A" more than ~0.03 whatever LoRA learned, so RFT never took the habit on object scenes (docs/effect.md)."""
 
 
 def unsupported_claim(sample: dict, rng: random.Random) -> str | None:
