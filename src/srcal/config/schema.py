@@ -389,12 +389,12 @@ class RScorerConfig:
     serve: Literal["hf", "openai"] = _help(
         "'hf' = the score step loads the judge in-process; 'openai' = it asks an OpenAI-compatible server of the "
         "trained judge (vLLM, KServe) at `url`. In `srcal pipeline` the judge_serving parameter decides and sets "
-        "both (kserve, in-step-vllm: openai + the server's URL; in-step: hf). `srcal run` starts no judge server: "
-        "with 'openai' it needs `url` (a judge trained before, e.g. the --from run's), checked before the first "
-        "stage (srcal.preflight).", default="hf")
+        "both (kserve, in-step-vllm: openai + the server's URL; in-step: hf). `srcal run` with 'openai' and no "
+        "`url` serves the judge it trained with vLLM's OpenAI server for each score step (a vLLM environment "
+        "is checked before the first stage, srcal.preflight).", default="hf")
     url: str = _help(
         "Judge endpoint (…/v1) when serve == 'openai'; empty in the shipped real recipes, whose pipeline runs "
-        "fill it in. `srcal run` refuses to start with serve 'openai' and no url.", default="")
+        "fill it in; `srcal run` then serves its own judge (see serve).", default="")
     served_model: str = _help("Model name the judge endpoint serves (vLLM --served-model-name).", default="judge")
     timeout_s: float = _help("Per-request timeout of the judge endpoint.", default=30.0, meta={"min": 0.1})
     retries: int = _help("Retries per judge request.", default=3, meta={"min": 0})
