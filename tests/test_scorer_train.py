@@ -10,7 +10,7 @@ import pytest
 from scorer_helpers import tiny_recipe
 
 from srcal.scorer.data import run_rscorer_data
-from srcal.scorer.train import heldout_metrics, lr_at, run_rscorer_train
+from srcal.scorer.train import heldout_metrics, lr_at, quality_margin_class, run_rscorer_train
 
 
 def test_heldout_metrics_by_hand():
@@ -52,10 +52,23 @@ def test_policy_agreement_counts_only_model_vs_model_non_tie_rows():
     assert heldout_metrics(rows[6:], [B, A])["policy_agreement"] is None
 
 
+def test_quality_margin_class_by_hand():
+    """Class 3 = equal quality; A better by 1.5 rounds to 2 → class 5; beyond ±3 clipped; no oracle → ignored."""
+    assert quality_margin_class({"quality_a": -1.0, "quality_b": -1.0}) == 3
+    assert quality_margin_class({"quality_a": -0.5, "quality_b": -2.0}) == 5
+    assert quality_margin_class({"quality_a": -6.0, "quality_b": 0.0}) == 0
+    assert quality_margin_class({"quality_a": 4.0, "quality_b": -1.0}) == 6
+    assert quality_margin_class({"label": "A"}) == -100
+
+
 def test_lr_schedule():
     assert lr_at(0, 0.0, 1.0, 10) == pytest.approx(0.1)
     assert lr_at(50, 0.5, 1.0, 10) == pytest.approx(0.5)
     assert lr_at(99, 1.0, 1.0, 10) == pytest.approx(0.0)
+    # held at the peak for the first 60 %, then a cosine over the remaining 40 %
+    assert lr_at(50, 0.5, 1.0, 10, hold=0.6) == pytest.approx(1.0)
+    assert lr_at(80, 0.8, 1.0, 10, hold=0.6) == pytest.approx(0.5)
+    assert lr_at(99, 1.0, 1.0, 10, hold=0.6) == pytest.approx(0.0)
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +160,22 @@ def test_wall_time_cap_is_gone_and_names_its_replacement():
 
     with pytest.raises(RecipeError, match=r"rscorer.max_train_s: removed; use rscorer.steps"):
         load_recipe("tiny", ["rscorer.max_train_s=600"])
+
+
+def test_the_judges_one_thread_does_not_outlive_its_stage(tmp_path):
+    """rscorer-train pins torch to ``rscorer.threads`` = 1, a process-wide setting; run through the stage
+    runner (what ``srcal run`` does for every step in one process) the count is given back afterwards, so
+    the rounds' search, DPO and eval are not left on one thread."""
+    import torch
+
+    from srcal import stages
+
+    torch.set_num_threads(2)
+    try:
+        recipe = tiny_recipe("rscorer.steps=1", "rscorer.threads=1")
+        stages.execute("rscorer-data", recipe, {}, str(tmp_path / "rdata"))
+        stages.execute("rscorer-train", recipe, {"rscorer_data": str(tmp_path / "rdata")}, str(tmp_path / "judge"))
+        assert json.loads((tmp_path / "judge" / "summary.json").read_text())["stage"] == "rscorer-train"
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(2)

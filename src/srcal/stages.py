@@ -19,6 +19,7 @@ dropped with reasons). :func:`execute` wraps it with what no stage should re-imp
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -75,6 +76,20 @@ def resume_key(name: str, recipe: Recipe, input_hashes: dict[str, str], options:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _torch_threads_restored():
+    """Give torch's intra-op thread count back after a stage. A stage may pin it (the tiny judge trains and
+    scores on ``rscorer.threads`` = 1), and the setting is process-wide: without this, every later stage of a
+    ``srcal run`` (one process) — the rounds' search, DPO and eval — ran on that one thread as well."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def execute(name: str, recipe: Recipe, inputs: dict[str, str], output: str, *,
             force: bool = False, **options: Any) -> dict:
     """Run stage ``name`` from input URIs to an output URI, resumably and atomically. Returns the summary."""
@@ -102,7 +117,8 @@ def execute(name: str, recipe: Recipe, inputs: dict[str, str], output: str, *,
     scratch = store.scratch_dir(output)
     t0 = time.time()
     log.info("stage %s: running -> %s (scratch %s)", name, output, scratch)
-    summary = fn(recipe, local_inputs, scratch, **options) or {}
+    with _torch_threads_restored():
+        summary = fn(recipe, local_inputs, scratch, **options) or {}
     summary = {"stage": name, **summary, "resume_key": key, "inputs": inputs,
                "timings_s": {**summary.get("timings_s", {}), "total": round(time.time() - t0, 3)}}
     import os

@@ -367,11 +367,22 @@ class RScorerConfig:
     steps: int = _help("Judge training steps.", default=2000, meta={"min": 0})
     batch_size: int = _help("Pairs per step (both orders each).", default=16, meta={"min": 1})
     warmup_steps: int = _help("Linear warm-up steps.", default=50, meta={"min": 0})
+    lr_hold: float = _help(
+        "Aux trainer: share of the steps held at the peak LR before the cosine decay. The tiny judge learns in "
+        "stages (claim checks, then error counts, then the verdict that compares them); a plain cosine has "
+        "decayed by the time the counts exist, so the verdict never learns (docs/effect.md).",
+        default=0.0, meta={"min": 0.0, "max": 0.95})
     weight_decay: float = _help("AdamW weight decay.", default=0.01, meta={"min": 0.0})
     grad_clip: float = _help("Gradient-norm clip.", default=1.0, meta={"min": 0.0})
     aux_weight: float = _help("Aux trainer: weight of the claim-tag and count losses.", default=2.0, meta={"min": 0.0})
     lm_weight: float = _help("Aux trainer: weight of the language-model loss on the responses.", default=1.0,
                              meta={"min": 0.0})
+    margin_weight: float = _help(
+        "Aux trainer: weight of the quality-margin target at the verdict position — the labeller's noise-free "
+        "quality difference of A and B (rounded, clipped to ±3: seven classes, a linear head). The verdict "
+        "label alone is one noisy bit per pair; this tells the verdict position *how much* better one side is, "
+        "from the same per-response quality the other aux targets decompose. Shapes world only (oracle labels).",
+        default=0.0, meta={"min": 0.0})
     max_count: int = _help("Aux trainer: error / true-claim counts are clipped to max_count − 1.", default=8,
                            meta={"min": 2})
     vocab_size: int = _help("Tiny judge: BPE vocabulary cap (must fit every fact word as one token).",

@@ -133,6 +133,18 @@ def _word_ends(text: str, start: int) -> list[int]:
     return ends
 
 
+MARGIN_CLIP = 3
+
+
+def quality_margin_class(row: dict) -> int:
+    """The noise-free quality difference A − B as a class in 0..2·MARGIN_CLIP (``MARGIN_CLIP`` = equal), or
+    -100 (ignored by the loss) when the row has no oracle qualities (real labellers give none)."""
+    qa, qb = row.get("quality_a"), row.get("quality_b")
+    if qa is None or qb is None:
+        return -100
+    return max(-MARGIN_CLIP, min(MARGIN_CLIP, round(qa - qb))) + MARGIN_CLIP
+
+
 def encode_row(row: dict, sample: dict, recipe, tok, max_count: int, cache: dict | None = None) -> dict:
     """Token ids plus target positions for one ordered pair (see the module docstring). ``cache`` memoises
     canonical responses by (sample id, text): each response appears in many rows and both orders."""
@@ -154,6 +166,7 @@ def encode_row(row: dict, sample: dict, recipe, tok, max_count: int, cache: dict
     enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     item: dict[str, Any] = {"ids": ids, "label": judge_format.VERDICT_LABELS.index(row["label"]),
+                            "margin": quality_margin_class(row),
                             "tag_pos": [], "tag": [], "cnt_pos": [], "err": [], "true": [], "lm_pos": []}
     for side in ("a", "b"):
         field = "response_" + side
@@ -273,9 +286,11 @@ def _gather(items: list[dict], pos_key: str, *val_keys: str):
     return torch.tensor(b, dtype=torch.long), torch.tensor(p, dtype=torch.long), [torch.tensor(v) for v in vals]
 
 
-def lr_at(step: int, progress: float, base_lr: float, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine to 0 over ``progress`` ∈ [0, 1]."""
-    return base_lr * min(1.0, (step + 1) / max(1, warmup)) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+def lr_at(step: int, progress: float, base_lr: float, warmup: int, hold: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, the peak held until ``progress`` = ``hold``, then cosine to 0
+    at ``progress`` = 1 (``progress`` ∈ [0, 1])."""
+    decay = max(0.0, progress - hold) / max(1e-9, 1.0 - hold)
+    return base_lr * min(1.0, (step + 1) / max(1, warmup)) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, decay)))
 
 
 def train_aux(recipe, model, tok, train_items: list[dict], label_ids: dict[str, int], log_every: int = 100):
@@ -291,7 +306,9 @@ def train_aux(recipe, model, tok, train_items: list[dict], label_ids: dict[str, 
     tag_head = torch.nn.Linear(hidden, 2)
     err_head = torch.nn.Linear(hidden, rs.max_count)
     true_head = torch.nn.Linear(hidden, rs.max_count)
-    params = [*model.parameters(), *tag_head.parameters(), *err_head.parameters(), *true_head.parameters()]
+    margin_head = torch.nn.Linear(hidden, 2 * MARGIN_CLIP + 1)
+    params = [*model.parameters(), *tag_head.parameters(), *err_head.parameters(), *true_head.parameters(),
+              *margin_head.parameters()]
     opt = torch.optim.AdamW(params, lr=rs.lr, betas=(0.9, 0.98), weight_decay=rs.weight_decay)
     verdict_ids = torch.tensor([label_ids[x] for x in judge_format.VERDICT_LABELS])
     # pairs: both orders of a pair go into the same batch (swap augmentation within the step)
@@ -306,7 +323,7 @@ def train_aux(recipe, model, tok, train_items: list[dict], label_ids: dict[str, 
     while step < rs.steps:
         progress = step / rs.steps
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, progress, rs.lr, rs.warmup_steps)
+            g["lr"] = lr_at(step, progress, rs.lr, rs.warmup_steps, rs.lr_hold)
         items = [it for pr in rng.sample(pairs, min(rs.batch_size, len(pairs))) for it in pr]
         ids, att = _collate(items, pad)
         h = model.model(input_ids=ids, attention_mask=att).last_hidden_state
@@ -318,6 +335,11 @@ def train_aux(recipe, model, tok, train_items: list[dict], label_ids: dict[str, 
         loss_v = F.cross_entropy(model.lm_head(h[rows, last]), target)
         loss = loss_v
         parts = {"verdict": loss_v.item()}
+        margin = torch.tensor([it["margin"] for it in items])
+        if rs.margin_weight > 0 and bool((margin >= 0).any()):
+            loss_m = F.cross_entropy(margin_head(h[rows, last]), margin, ignore_index=-100)
+            loss = loss + rs.margin_weight * loss_m
+            parts["margin"] = loss_m.item()
         b, p, (tag,) = _gather(items, "tag_pos", "tag")
         if len(b):
             loss_t = F.cross_entropy(tag_head(h[b, p]), tag)
