@@ -39,7 +39,7 @@ def test_shared_prefix_read_equals_full_forward(judge):
         prompts = [pair_prompt(j.meta, s, cands[a]["text"], cands[b]["text"]) for a, b in pair_schedule(5, "all")]
         assert len(prompts) == 20
         enc = [j.encode(p) for p in prompts]
-        assert common_prefix_len(enc) > 30  # description + question are shared
+        assert common_prefix_len(enc) > 4  # the question and its references are shared (no scene list in tiny)
         ours = j.read_group(prompts)
         full = last_position_probs(j.model, j.tok, prompts, j.label_ids, batch_size=64)
         single = [last_position_probs(j.model, j.tok, [p], j.label_ids)[0] for p in prompts[:3]]

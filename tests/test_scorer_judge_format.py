@@ -80,8 +80,9 @@ def test_every_produced_word_is_in_the_vocabulary(recipe):
 def test_prompt_puts_the_shared_part_first_and_checks_fields(recipe):
     s = judge_samples(recipe, 1, "fmt-prompt")[0]
     ji = judge_format.judge_input(s, "The answer is red.\nAnswer: red", "Answer: blue", "facts")
-    prompt, spans = judge_format.field_spans(recipe.rscorer.prompt_template, ji)
-    assert prompt == judge_format.render_prompt(recipe.rscorer.prompt_template, ji)
+    template = "Scene:{description}\n" + recipe.rscorer.prompt_template  # the tiny recipe's leaves the scene out
+    prompt, spans = judge_format.field_spans(template, ji)
+    assert prompt == judge_format.render_prompt(template, ji)
     assert spans["description"][1] <= spans["question"][0] <= spans["response_a"][0] < spans["response_b"][0]
     assert prompt[slice(*spans["response_b"])] == ji.response_b
     assert prompt.endswith("Verdict:")
@@ -96,3 +97,46 @@ def test_text_format_passes_fields_verbatim():
                                                              "It is a cat.\nAnswer: cat")
     with pytest.raises(ValueError, match="input_format 'text'"):
         judge_format.judge_input(s, "a", "b", "facts")
+
+
+def test_pair_diff_shows_only_the_claims_that_differ():
+    """Two candidates share two of three claims: the diff view keeps each side's own claim, the conclusion
+    and the answer line, and says which claim indices it dropped (a claim's words go or stay together)."""
+    ref = {"topleft": "redcircle", "center": "none", "countanycircle": "one"}
+    a = judge_format.canonical_response(
+        "There is a red circle in the top left. The center cell is empty. I count 1 circles. "
+        "So the answer is 1.\nAnswer: 1", 3, reference=ref)
+    b = judge_format.canonical_response(
+        "There is a red circle in the top left. I count 2 circles. The center cell is empty. "
+        "So the answer is 2.\nAnswer: 2", 3, reference=ref)
+    da, db, drop_a, drop_b = judge_format.pair_diff(a, b)
+    assert da.words == ["countanycircle", "one", "one", "so", "one", "answer", "one"]
+    assert db.words == ["countanycircle", "two", "one", "so", "two", "answer", "two"]
+    assert (drop_a, drop_b) == ({0, 1}, {0, 2})
+    # per-claim targets still point at the claim each word came from, and the answer word is re-indexed
+    assert {i: o for i, o in enumerate(db.claim_of_word) if o >= 0} == {2: 1}
+    assert db.words[db.answer_word] == "two" and db.answer_word == len(db.words) - 1
+    # identical responses: nothing but the conclusion and answer is left on either side
+    same, _, dropped, _ = judge_format.pair_diff(a, a)
+    assert same.words == ["so", "one", "answer", "one"] and dropped == {0, 1, 2}
+
+
+def test_question_reference_retrieves_the_subjects_entries(recipe):
+    """Each question type gets the description's entries on its subject, computed by hand from the scene."""
+    objs = [{"row": 0, "col": 0, "color": "red", "shape": "circle"},
+            {"row": 2, "col": 2, "color": "green", "shape": "triangle"}]
+    vocab = {"colors": ["red", "green"], "shapes": ["circle", "square", "triangle"]}
+
+    def ref(query):
+        scene = {"kind": "objects", "grid": 3, "objects": objs, "vocab": vocab, "query": query}
+        return judge_format.question_reference(scene, 3)
+
+    assert ref({"type": "shape_at", "row": 2, "col": 2}) == ["greentriangle"]
+    assert ref({"type": "color_at", "row": 1, "col": 1}) == ["none"]
+    assert ref({"type": "exists", "color": "red", "shape": "square"}) == ["zero"]
+    assert ref({"type": "where", "color": "green", "shape": "triangle"}) == ["bottomright"]
+    assert ref({"type": "where", "color": "red", "shape": "square"}) == ["none"]
+    assert ref({"type": "count_sum", "s1": "circle", "s2": "triangle"}) == ["one", "one"]
+    bars = {"kind": "bars", "bars": [{"color": "red", "value": 3}, {"color": "blue", "value": 7}],
+            "query": {"type": "tallest"}}
+    assert judge_format.question_reference(bars, 3) == ["blue"]

@@ -179,3 +179,24 @@ def test_the_judges_one_thread_does_not_outlive_its_stage(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(2)
+
+
+def test_diff_view_counts_only_what_the_judge_is_shown(pairs):
+    """facts+diff drops the claims both sides make, so the count targets at the Check slots must drop them
+    too: for a response paired with itself every claim goes, leaving no true claim and only the answer's
+    errors (wrong answer, conclusion mismatch) — the oracle's error count minus its false claims."""
+    from srcal.scorer.train import build_tiny_judge, encode_row
+
+    recipe = tiny_recipe("rscorer.input_format=facts+diff")
+    tok = build_tiny_judge(recipe, pairs.parent / "tok_diff")  # reloaded through AutoTokenizer
+    rows = [json.loads(x) for x in (pairs / "train.jsonl").read_text().splitlines()]
+    samples = {s["id"]: s for s in map(json.loads, (pairs / "samples.jsonl").read_text().splitlines())}
+    row = next(r for r in rows if r.get("aux_a") and sum(not t for t in r["aux_a"]["claims_true"]))
+    same = {**row, "response_b": row["response_a"], "aux_b": row["aux_a"], "label": "C"}
+    item = encode_row(same, samples[row["sample_id"]], recipe, tok, max_count=8)
+    aux = row["aux_a"]
+    answer_errors = aux["errors"] - sum(not t for t in aux["claims_true"])
+    assert item["true"] == [0, 0] and item["err"] == [answer_errors, answer_errors]
+    assert item["tag"].count(0) + item["tag"].count(1) == 2  # only the two answer tags remain
+    full = encode_row(row, samples[row["sample_id"]], tiny_recipe(), tok, max_count=8)
+    assert full["err"][0] == min(aux["errors"], 7)

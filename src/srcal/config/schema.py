@@ -356,10 +356,11 @@ class RScorerConfig:
     double_corrupt: float = _help(
         "Share of corrupted responses corrupted a second time (wider spread of error counts).",
         default=0.3, meta={"min": 0.0, "max": 1.0})
-    input_format: Literal["facts", "facts+ref", "text"] = _help(
+    input_format: Literal["facts", "facts+ref", "facts+diff", "text"] = _help(
         "'facts': the shapes world's one-token-per-fact language (tiny judge, srcal.scorer.judge_format); 'facts+ref': the same, "
-        "each claim followed by the description's entry on its subject (reference support); 'text': fields "
-        "verbatim (real judges).", default="text")
+        "each claim followed by the description's entry on its subject (reference support), the question by its "
+        "subject's entries; 'facts+diff': facts+ref without the claims both responses make (they cannot change "
+        "the verdict; judge_format.pair_diff); 'text': fields verbatim (real judges).", default="text")
     trainer: Literal["aux", "trl"] = _help(
         "'aux': our loop with per-claim/count auxiliary targets (tiny judge from scratch); 'trl': TRL SFT with "
         "the loss on the verdict token (real judges).", default="trl")

@@ -122,6 +122,14 @@ def _token_at(offsets: list[tuple[int, int]], char_end: int) -> int | None:
     return None
 
 
+def _token_covering(offsets: list[tuple[int, int]], char: int) -> int | None:
+    """Index of the token whose span contains character ``char``."""
+    for i, (s, e) in enumerate(offsets):
+        if s <= char < e:
+            return i
+    return None
+
+
 def _word_ends(text: str, start: int) -> list[int]:
     """Absolute end offsets of the space-separated words of a field that starts at ``start``."""
     ends, pos = [], start
@@ -157,6 +165,9 @@ def encode_row(row: dict, sample: dict, recipe, tok, max_count: int, cache: dict
             cache[key] = (judge_format.canonical_of(sample, key[1], rs.input_format, recipe.rap_answer_prefix)
                           if rs.input_format.startswith("facts") else None)
         canons[side] = cache[key]
+    dropped: dict[str, set[int]] = {"a": set(), "b": set()}
+    if rs.input_format == "facts+diff":
+        canons["a"], canons["b"], dropped["a"], dropped["b"] = judge_format.pair_diff(canons["a"], canons["b"])
     if rs.input_format.startswith("facts"):
         d, q = judge_format.shared_fields(sample, rs.input_format)
         ji = judge_format.JudgeInput(d, q, canons["a"].text, canons["b"].text)
@@ -191,11 +202,17 @@ def encode_row(row: dict, sample: dict, recipe, tok, max_count: int, cache: dict
         marker = f"Check {side.upper()}:"
         at = prompt.rfind(marker)
         if at >= 0:
-            p = _token_at(offsets, at + len(marker))
+            # the token holding the marker's colon: Qwen2's pre-tokenizer merges ":" with a following
+            # newline (``Check A:\nB:``), so no token need end exactly at the colon
+            p = _token_covering(offsets, at + len(marker) - 1)
             if p is not None:
+                # counts over what the judge is shown: a claim dropped by the diff view leaves both
+                gone = dropped[side]
+                errors = aux["errors"] - sum(1 for c in gone if c < len(truths) and not truths[c])
+                n_true = aux["n_true"] - sum(1 for c in gone if c < len(truths) and truths[c])
                 item["cnt_pos"].append(p)
-                item["err"].append(min(aux["errors"], max_count - 1))
-                item["true"].append(min(aux["n_true"], max_count - 1))
+                item["err"].append(min(max(errors, 0), max_count - 1))
+                item["true"].append(min(max(n_true, 0), max_count - 1))
     return item
 
 
