@@ -26,6 +26,13 @@ Two ways to fill the fields (``rscorer.input_format``):
   recipe's default because it is the variant we measured learning within minutes (``recipes/tiny.yaml``);
   ``facts`` alone was only tried at a learning rate that also failed ``facts+ref``, so it is not ruled out.
 
+* ``facts+diff`` — ``facts+ref`` without the claims both responses make (:func:`pair_diff`), and the
+  question followed by its subject's entries (:func:`question_reference`). The tiny recipe's default since
+  issue 13: the verdict depends only on what differs (a shared claim adds the same to both sides), and two
+  candidates of one beam search differ in a claim or two and the answer; shown all of both responses and
+  the scene list, the tiny judge never got its verdict off the prior (docs/effect.md, "The judge"). The
+  template may then leave ``{description}`` out: every claim and the question carry their references.
+
 The canonicalisation reads only the judge's own inputs (the response text, the description and the
 question of the sample); it never asks whether a claim is true. The description is a richer perception-tag
 list than ``describe_scene``'s prose: every cell (empty ones as ``none``), object counts per shape, per
