@@ -192,7 +192,10 @@ def test_whole_graph_wiring_under_kfp_local(tmp_path, s3_bucket, monkeypatch):
     # the judge's pairs: the RFT policy's search on the rft split (options resolved from the plan at run
     # time), handed to rscorer-data (issue 12 bug 1: the pipeline gave it no candidates)
     rsearch = run_dir / "search-op" / "candidates"
-    assert json.loads((rsearch / "options.json").read_text()) == {"split": "rft", "limit": "150", "shard": "0/1"}
+    from srcal.config import load_recipe
+
+    limit = str(load_recipe("tiny").rscorer.policy_samples)  # the pipeline was compiled from the tiny recipe
+    assert json.loads((rsearch / "options.json").read_text()) == {"split": "rft", "limit": limit, "shard": "0/1"}
     assert json.loads((rsearch / "inputs.json").read_text())["policy"].endswith("/rft-op/rft")
     rdata = json.loads((run_dir / "rscorer-data-op" / "rscorer_data" / "inputs.json").read_text())
     assert rdata["candidates"].endswith("/search-op/candidates")
