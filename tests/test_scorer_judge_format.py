@@ -121,7 +121,7 @@ def test_pair_diff_shows_only_the_claims_that_differ():
     assert same.words == ["so", "one", "answer", "one"] and dropped == {0, 1, 2}
 
 
-def test_question_reference_retrieves_the_subjects_entries(recipe):
+def test_question_reference_retrieves_the_subjects_entries():
     """Each question type gets the description's entries on its subject, computed by hand from the scene."""
     objs = [{"row": 0, "col": 0, "color": "red", "shape": "circle"},
             {"row": 2, "col": 2, "color": "green", "shape": "triangle"}]

@@ -198,5 +198,6 @@ def test_diff_view_counts_only_what_the_judge_is_shown(pairs):
     answer_errors = aux["errors"] - sum(not t for t in aux["claims_true"])
     assert item["true"] == [0, 0] and item["err"] == [answer_errors, answer_errors]
     assert item["tag"].count(0) + item["tag"].count(1) == 2  # only the two answer tags remain
-    full = encode_row(row, samples[row["sample_id"]], tiny_recipe(), tok, max_count=8)
-    assert full["err"][0] == min(aux["errors"], 7)
+    # without the diff view (facts+ref) the count is the oracle's, whatever the other side says
+    full = encode_row(same, samples[row["sample_id"]], tiny_recipe("rscorer.input_format=facts+ref"), tok, max_count=8)
+    assert full["err"] == [min(aux["errors"], 7)] * 2 and full["true"] == [min(aux["n_true"], 7)] * 2

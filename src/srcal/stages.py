@@ -23,6 +23,7 @@ import contextlib
 import importlib
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -80,14 +81,16 @@ def resume_key(name: str, recipe: Recipe, input_hashes: dict[str, str], options:
 def _torch_threads_restored():
     """Give torch's intra-op thread count back after a stage. A stage may pin it (the tiny judge trains and
     scores on ``rscorer.threads`` = 1), and the setting is process-wide: without this, every later stage of a
-    ``srcal run`` (one process) — the rounds' search, DPO and eval — ran on that one thread as well."""
-    import torch
-
-    before = torch.get_num_threads()
+    ``srcal run`` (one process) — the rounds' search, DPO and eval — ran on that one thread as well.
+    torch is read from ``sys.modules``, not imported: the stages that never load it (data, curate, report,
+    rscorer-data, search-merge) do not pay its import; a stage that first imports it starts at its default."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if before is not None:
+            torch.set_num_threads(before)
 
 
 def execute(name: str, recipe: Recipe, inputs: dict[str, str], output: str, *,

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from srcal.answers import NUMBER_WORDS, normalize_answer
 
 VERDICT_LABELS = ("A", "B", "C")
+REFERENCE_FORMATS = ("facts+ref", "facts+diff")  # the input formats with reference support
 
 UNKNOWN = "unk"
 OTHER = "other"
@@ -287,7 +288,7 @@ def question_words(query: dict, grid: int) -> list[str]:
 
 
 def question_reference(scene: dict, grid: int) -> list[str]:
-    """``facts+ref``: the description's entries on the question's subject, the question-side twin of the
+    """``facts+ref`` / ``facts+diff``: the description's entries on the question's subject, the question-side twin of the
     claims' reference support — retrieval by subject word, like a RAG lookup over the perception tags, that
     never decides which answer is right: ``qshapeat bottomright`` → ``greentriangle`` (the cell's entry),
     ``qexists red circle`` → ``one`` (``countredcircle``), ``qwhere yellow circle`` → the cells whose entry
@@ -297,14 +298,15 @@ def question_reference(scene: dict, grid: int) -> list[str]:
     pairs of the default run), and a judge reading the whole scene for it did not learn to check answers."""
     q = scene["query"]
     t = q["type"]
-    ref = dict(description_facts(scene))
+    facts = description_facts(scene)
+    ref = dict(facts)
     get = lambda subject: ref.get(subject, UNKNOWN)  # noqa: E731
     if t in ("color_at", "shape_at"):
         return [get(cell_word(q["row"], q["col"], grid))]
     if t == "exists":
         return [get(f"count{q['color']}{q['shape']}")]
     if t == "where":
-        cells = [subject for subject, value in description_facts(scene) if value == q["color"] + q["shape"]]
+        cells = [subject for subject, value in facts if value == q["color"] + q["shape"]]
         return cells or ["none"]
     if t == "count":
         return [get(f"count{q.get('color') or 'any'}{q.get('shape') or 'shape'}")]
@@ -350,7 +352,7 @@ def shared_fields(sample: dict, input_format: str) -> tuple[str, str]:
             )
         grid = sample_grid(sample)
         words = question_words(scene["query"], grid)
-        if input_format in ("facts+ref", "facts+diff"):
+        if input_format in REFERENCE_FORMATS:
             words += question_reference(scene, grid)
         return " " + " ".join(description_words(scene)), " " + " ".join(words)
     return str(sample.get("description", "")), str(sample.get("question", ""))
@@ -358,7 +360,7 @@ def shared_fields(sample: dict, input_format: str) -> tuple[str, str]:
 
 def reference_of(sample: dict, input_format: str) -> dict[tuple, str] | None:
     """Subject → description word, for the ``facts+ref`` format (claim-aligned reference support)."""
-    if input_format not in ("facts+ref", "facts+diff"):
+    if input_format not in REFERENCE_FORMATS:
         return None
     return dict(description_facts(sample["scene"]))
 

@@ -15,8 +15,9 @@ Two trainers, picked by ``rscorer.trainer``:
   a language-model loss on the responses, the verdict cross-entropy over the A/B/C logits at the
   last position and, with ``rscorer.margin_weight``, the noise-free quality difference of the pair at that
   position (seven classes). The verdict is learned last — after the claim checks and the counts it reads —
-  so ``rscorer.lr_hold`` keeps the peak learning rate for a share of the steps before the cosine decay. The heads exist only during training: the saved judge is a plain ``Qwen2ForCausalLM``
-  whose verdict is still one forward pass, read at the last position — exactly what vLLM serves.
+  so ``rscorer.lr_hold`` keeps the peak learning rate for a share of the steps before the cosine decay.
+  The heads exist only during training: the saved judge is a plain ``Qwen2ForCausalLM`` whose verdict
+  is still one forward pass, read at the last position — exactly what vLLM serves.
   TRL cannot express targets at input positions, hence the custom loop. Its measured held-out quality,
   the learning rates that do and do not learn, and its training time: docs/benchmarks.md (R-Scorer).
 
